@@ -1,0 +1,209 @@
+"""The self-describing model bundle: a folder with `bundle.json`, `model.pt` and/or `model.onnx`.
+
+`bundle.json` holds everything downstream needs: class codes in index order with display
+names and malignancy, preprocessing, metadata fields, temperature and thresholds, the
+training config, metrics, library versions and SHA-256 hashes of the weight files.
+Nothing downstream hard-codes a class list or a normalisation constant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dermalens import __version__
+from dermalens.preprocess import Preprocessing
+from dermalens.taxonomy import display_name, is_malignant
+
+FORMAT_VERSION = 1
+DESCRIPTION = "bundle.json"
+WEIGHTS = "model.pt"
+ONNX = "model.onnx"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message says what is wrong."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    out = {"dermalens": __version__, "python": platform.python_version()}
+    for name in ("torch", "timm", "onnx", "onnxruntime", "numpy", "PIL"):
+        try:
+            module = __import__(name)
+            out[name] = getattr(module, "__version__", "?")
+        except ImportError:
+            continue
+    return out
+
+
+@dataclass
+class Bundle:
+    """The parsed description of a model bundle folder."""
+
+    path: Path
+    name: str
+    classes: list[str]
+    preprocessing: Preprocessing
+    arch: dict[str, Any]
+    metadata_fields: list[str] = field(default_factory=list)
+    temperature: float = 1.0
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # versions, hashes, card, created...
+
+    @property
+    def version(self) -> str:
+        return (
+            f"{self.name}@{self.info.get('weights_sha256', self.info.get('onnx_sha256', ''))[:12]}"
+        )
+
+    @property
+    def display_names(self) -> list[str]:
+        return [display_name(c) for c in self.classes]
+
+    @property
+    def malignant(self) -> list[bool]:
+        return [is_malignant(c) for c in self.classes]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def description(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "classes": [
+                {"index": i, "code": c, "name": display_name(c), "malignant": is_malignant(c)}
+                for i, c in enumerate(self.classes)
+            ],
+            "preprocessing": self.preprocessing.to_dict(),
+            "arch": self.arch,
+            "metadata_fields": self.metadata_fields,
+            "temperature": self.temperature,
+            "thresholds": self.thresholds,
+            "metrics": self.metrics,
+            "train_config": self.train_config,
+            **self.info,
+        }
+
+    def save_description(self) -> None:
+        self.info["versions"] = self.info.get("versions") or versions()
+        for key, name in (("weights_sha256", WEIGHTS), ("onnx_sha256", ONNX)):
+            if self.has(name):
+                self.info[key] = sha256(self.file(name))
+        atomic_write_text(self.file(DESCRIPTION), json.dumps(self.description(), indent=2))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def parse(data: dict[str, Any], path: Path) -> Bundle:
+    where = path / DESCRIPTION
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: bundle format version {version!r} is not understood by dermalens "
+            f"{__version__} (expects {FORMAT_VERSION})"
+        )
+    for key in ("name", "classes", "preprocessing", "arch"):
+        if key not in data:
+            raise BundleError(f"{where}: missing required field {key!r}")
+    classes = [c["code"] for c in sorted(data["classes"], key=lambda c: c["index"])]
+    if not classes or len(set(classes)) != len(classes):
+        raise BundleError(f"{where}: class list is empty or has duplicates: {classes}")
+    known = {
+        "format_version",
+        "name",
+        "classes",
+        "preprocessing",
+        "arch",
+        "metadata_fields",
+        "temperature",
+        "thresholds",
+        "metrics",
+        "train_config",
+    }
+    return Bundle(
+        path=path,
+        name=data["name"],
+        classes=classes,
+        preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+        arch=data["arch"],
+        metadata_fields=list(data.get("metadata_fields", [])),
+        temperature=float(data.get("temperature", 1.0)),
+        thresholds=dict(data.get("thresholds", {})),
+        metrics=dict(data.get("metrics", {})),
+        train_config=dict(data.get("train_config", {})),
+        info={k: v for k, v in data.items() if k not in known},
+    )
+
+
+def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
+    """Read and check a bundle folder (or its bundle.json / model file)."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    where = path / DESCRIPTION
+    if not where.is_file():
+        raise BundleError(f"{path}: not a model bundle (no {DESCRIPTION})")
+    try:
+        data = json.loads(where.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{where}: not valid JSON ({exc})") from exc
+    bundle = parse(data, path)
+    if not bundle.has(WEIGHTS) and not bundle.has(ONNX):
+        raise BundleError(f"{path}: bundle has neither {WEIGHTS} nor {ONNX}")
+    if verify:
+        for key, name in (("weights_sha256", WEIGHTS), ("onnx_sha256", ONNX)):
+            if (
+                bundle.has(name)
+                and key in bundle.info
+                and sha256(bundle.file(name)) != bundle.info[key]
+            ):
+                raise BundleError(
+                    f"{bundle.file(name)}: content hash does not match {DESCRIPTION}; "
+                    f"the file was changed or corrupted"
+                )
+    return bundle
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Move a finished staging folder into place; the old target survives any failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    backup = target.with_name(f".{target.name}.old")
+    if backup.exists():
+        shutil.rmtree(backup)
+    if target.exists():
+        os.replace(target, backup)
+    os.replace(staging, target)
+    if backup.exists():
+        shutil.rmtree(backup)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

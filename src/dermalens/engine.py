@@ -1,0 +1,146 @@
+"""Inference engines behind one interface: ONNX Runtime (serving, no PyTorch) or PyTorch.
+
+`Engine.run(batch, meta)` takes preprocessed float32 NCHW arrays and returns raw logits
+and the last feature map (for CAM heatmaps).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError
+
+
+class Engine:
+    bundle: Bundle
+    name: str
+
+    def run(
+        self, batch: np.ndarray, meta: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weight, bias) of the linear head, for CAM: weight is classes x features(+meta)."""
+        raise NotImplementedError
+
+
+class OnnxEngine(Engine):
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, threads: int = 0, path: str | None = None):
+        import onnxruntime as ort
+
+        self.bundle = bundle
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        model = path or str(bundle.file(ONNX))
+        try:
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BundleError(f"{model}: ONNX Runtime cannot load it ({exc})") from exc
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if outputs[:2] != ["logits", "features"]:
+            raise BundleError(f"{model}: expected outputs ['logits', 'features'], found {outputs}")
+        n_out = self.session.get_outputs()[0].shape[-1]
+        if isinstance(n_out, int) and n_out != len(bundle.classes):
+            raise BundleError(
+                f"{model}: the model has {n_out} outputs but bundle.json names "
+                f"{len(bundle.classes)} classes"
+            )
+        self._head = None
+
+    def run(self, batch, meta=None):
+        feeds = {"image": np.ascontiguousarray(batch, dtype=np.float32)}
+        if "metadata" in self.inputs:
+            from dermalens import metadata
+
+            feeds["metadata"] = (
+                meta.astype(np.float32)
+                if meta is not None
+                else np.tile(metadata.encode(), (len(batch), 1))
+            )
+        logits, features = self.session.run(["logits", "features"], feeds)
+        return logits, features
+
+    def head(self):
+        if self._head is None:
+            import onnx
+            from onnx import numpy_helper
+
+            graph = onnx.load(str(self.bundle.file(ONNX)), load_external_data=False).graph
+            init = {t.name: t for t in graph.initializer}
+            weight = numpy_helper.to_array(init["head.weight"])
+            bias = numpy_helper.to_array(init["head.bias"])
+            self._head = (weight, bias)
+        return self._head
+
+
+class TorchEngine(Engine):
+    name = "torch"
+
+    def __init__(self, bundle: Bundle, threads: int = 0):
+        import torch
+
+        from dermalens.models import build_model
+
+        self.torch = torch
+        self.bundle = bundle
+        if threads:
+            torch.set_num_threads(threads)
+        arch = bundle.arch
+        model, _ = build_model(
+            arch["model"],
+            len(bundle.classes),
+            "none",
+            arch.get("drop_rate", 0.0),
+            arch.get("use_metadata", False),
+        )
+        state = torch.load(bundle.file(WEIGHTS), map_location="cpu", weights_only=True)
+        state = {k: v.float() for k, v in state.items()}
+        head = state.get("head.weight")
+        if head is not None and head.shape[0] != len(bundle.classes):
+            raise BundleError(
+                f"{bundle.file(WEIGHTS)}: the head has {head.shape[0]} outputs but bundle.json "
+                f"names {len(bundle.classes)} classes"
+            )
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise BundleError(
+                f"{bundle.file(WEIGHTS)}: weights do not fit architecture {arch['model']} ({exc})"
+            ) from exc
+        self.model = model.eval().to(memory_format=torch.channels_last)
+
+    def run(self, batch, meta=None):
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = x.contiguous(memory_format=torch.channels_last)
+        m = torch.from_numpy(meta.astype(np.float32)) if meta is not None else None
+        with torch.inference_mode():
+            fmap = self.model.features(x)
+            logits = self.model.classify(fmap, m)
+        return logits.numpy(), fmap.float().numpy()
+
+    def head(self):
+        return (
+            self.model.head.weight.detach().numpy(),
+            self.model.head.bias.detach().numpy(),
+        )
+
+
+def make_engine(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Engine:
+    """ONNX Runtime when the bundle has an ONNX file (or asked), else PyTorch."""
+    if backend not in ("auto", "onnx", "torch"):
+        raise ValueError(f"backend {backend!r} not in ('auto', 'onnx', 'torch')")
+    if backend == "onnx" or (backend == "auto" and bundle.has(ONNX)):
+        if not bundle.has(ONNX):
+            raise BundleError(f"{bundle.path}: no {ONNX}; run `dermalens export {bundle.path}`")
+        return OnnxEngine(bundle, threads)
+    if not bundle.has(WEIGHTS):
+        raise BundleError(f"{bundle.path}: no {WEIGHTS} for the PyTorch backend")
+    return TorchEngine(bundle, threads)

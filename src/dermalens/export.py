@@ -1,0 +1,160 @@
+"""Bundles from trained models, and ONNX export checked against PyTorch on real images.
+
+`dermalens export BUNDLE` writes `model.onnx` with two outputs, `logits` and `features`
+(the last feature map, for CAM heatmaps without PyTorch), and the bundle description in
+the ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dermalens.bundle import ONNX, WEIGHTS, Bundle, load_bundle, now, replace_dir
+from dermalens.config import TrainConfig
+from dermalens.preprocess import Preprocessing
+
+
+class _Exported(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, with_meta: bool):
+        super().__init__()
+        self.model = model
+        self.with_meta = with_meta
+
+    def forward(self, image, metadata=None):
+        fmap = self.model.features(image)
+        return self.model.classify(fmap, metadata if self.with_meta else None), fmap
+
+
+def bundle_from_model(
+    model: torch.nn.Module,
+    target: Path,
+    classes: list[str],
+    pre: Preprocessing,
+    cfg: TrainConfig,
+    weight_source: str,
+    history: list[dict] | None = None,
+) -> Bundle:
+    """Write a bundle folder (model.pt + bundle.json); replaces `target` only when complete."""
+    target = Path(target)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / WEIGHTS)
+    bundle = Bundle(
+        path=staging,
+        name=cfg.name or cfg.model,
+        classes=list(classes),
+        preprocessing=pre,
+        arch={
+            "model": cfg.model,
+            "num_classes": len(classes),
+            "drop_rate": cfg.drop_rate,
+            "use_metadata": cfg.use_metadata,
+            "head": "global-average-pool -> linear",
+        },
+        metadata_fields=["age", "sex", "site"] if cfg.use_metadata else [],
+        train_config=cfg.to_dict(),
+        info={"created": now(), "weight_source": weight_source, "history": history or []},
+    )
+    bundle.save_description()
+    replace_dir(staging, target)
+    bundle.path = target
+    return bundle
+
+
+def export_onnx(
+    bundle_path: str | Path,
+    check_images: list[Path] | None = None,
+    opset: int = 18,
+    half_weights: bool = False,
+) -> dict:
+    """Export `model.onnx` into the bundle; check it against PyTorch; return the check."""
+    from dermalens.engine import OnnxEngine, TorchEngine
+
+    bundle = load_bundle(bundle_path)
+    torch_engine = TorchEngine(bundle)
+    pre = bundle.preprocessing
+    with_meta = bool(bundle.metadata_fields)
+    wrapper = _Exported(
+        torch_engine.model.to(memory_format=torch.contiguous_format), with_meta
+    ).eval()
+    dummy = torch.zeros(1, 3, pre.height, pre.width)
+    args: tuple = (dummy,)
+    names = ["image"]
+    if with_meta:
+        from dermalens import metadata
+
+        args = (dummy, torch.from_numpy(metadata.encode())[None])
+        names.append("metadata")
+    tmp = Path(tempfile.mkdtemp(prefix="dermalens-onnx-"))
+    try:
+        onnx_path = tmp / ONNX
+        torch.onnx.export(
+            wrapper,
+            args,
+            str(onnx_path),
+            input_names=names,
+            output_names=["logits", "features"],
+            dynamic_axes={n: {0: "batch"} for n in [*names, "logits", "features"]},
+            opset_version=opset,
+            dynamo=False,
+        )
+        _embed_description(onnx_path, bundle)
+        check = compare(bundle, torch_engine, OnnxEngine(bundle, path=str(onnx_path)), check_images)
+        shutil.copy(onnx_path, bundle.file(ONNX))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if half_weights:  # smaller committed bundle; loading casts back to float32
+        state = torch.load(bundle.file(WEIGHTS), map_location="cpu", weights_only=True)
+        torch.save(
+            {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+            bundle.file(WEIGHTS),
+        )
+    bundle.info["onnx_check"] = check
+    bundle.save_description()
+    return check
+
+
+def _embed_description(path: Path, bundle: Bundle) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    description = bundle.description()
+    description.pop("history", None)
+    for key, value in (
+        ("dermalens", json.dumps(description)),
+        ("classes", json.dumps(bundle.classes)),
+    ):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def compare(bundle: Bundle, reference, candidate, images: list[Path] | None) -> dict:
+    """Max |difference| of probabilities and top-1 agreement between two engines."""
+    from dermalens.predict import softmax
+    from dermalens.preprocess import to_input
+
+    pre = bundle.preprocessing
+    if images:
+        batch = np.stack([to_input(p, pre) for p in images])
+        source = f"{len(images)} real images"
+    else:
+        batch = (
+            np.random.default_rng(0).normal(size=(4, 3, pre.height, pre.width)).astype(np.float32)
+        )
+        source = "4 random inputs"
+    ref_logits, _ = reference.run(batch)
+    new_logits, _ = candidate.run(batch)
+    p_ref, p_new = softmax(ref_logits, bundle.temperature), softmax(new_logits, bundle.temperature)
+    return {
+        "images": source,
+        "max_abs_prob_diff": float(np.abs(p_ref - p_new).max()),
+        "max_abs_logit_diff": float(np.abs(ref_logits - new_logits).max()),
+        "top1_agreement": float((p_ref.argmax(1) == p_new.argmax(1)).mean()),
+        "checked": now(),
+    }

@@ -1,0 +1,184 @@
+"""Prediction: `Predictor(bundle).predict(image)` -> a typed `Prediction`.
+
+The CLI, `evaluate`, the web service and Python users all go through `Predictor`, and it
+preprocesses with `preprocess.to_input`: one path from pixels to probabilities.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermalens import metadata
+from dermalens.bundle import Bundle, load_bundle
+from dermalens.engine import Engine, make_engine
+from dermalens.imageio import ImageSource, load_image
+from dermalens.preprocess import normalise, resize
+from dermalens.taxonomy import display_name, is_malignant
+
+DEFAULT_UNCERTAIN = 0.5  # top-1 probability below which the answer is "uncertain"
+DEFAULT_TRIAGE = 0.5  # summed malignant probability at or above which triage says malignant
+
+DISCLAIMER = (
+    "Decision support only, not a diagnosis. A clinician must examine the lesion; "
+    "see a dermatologist about any lesion that worries you."
+)
+
+
+@dataclass
+class ClassScore:
+    code: str
+    name: str
+    probability: float
+    malignant: bool
+
+
+@dataclass
+class Prediction:
+    """One image's result: probabilities, top-k, triage, uncertainty, optional heatmap."""
+
+    classes: list[str]
+    probabilities: list[float]
+    top: list[ClassScore]
+    malignant_probability: float
+    triage: str  # "malignant" | "benign" | "uncertain"
+    triage_rule: str
+    uncertain: bool
+    model_version: str
+    source: str = ""
+    heatmap: np.ndarray | None = field(default=None, repr=False)  # HxW in [0, 1], input size
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.top[0].code
+
+    def to_dict(self, heatmap: bool = False) -> dict[str, Any]:
+        out = asdict(self)
+        out["heatmap"] = (
+            self.heatmap.round(4).tolist() if heatmap and self.heatmap is not None else None
+        )
+        out["disclaimer"] = DISCLAIMER
+        return out
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """Loads a bundle once; predicts single images or batches."""
+
+    def __init__(self, bundle: Bundle | str | Path, backend: str = "auto", threads: int = 0):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.engine: Engine = make_engine(self.bundle, backend, threads)
+        self.pre = self.bundle.preprocessing
+        thresholds = self.bundle.thresholds
+        self.uncertain_below = float(thresholds.get("uncertain_below", DEFAULT_UNCERTAIN))
+        self.triage_at = float(thresholds.get("triage_malignant", DEFAULT_TRIAGE))
+        self.malignant_mask = np.array(self.bundle.malignant)
+
+    def prepare(self, source: ImageSource) -> np.ndarray:
+        image = load_image(source, draft_size=(self.pre.width, self.pre.height))
+        return normalise(resize(image, self.pre), self.pre)
+
+    def meta_vector(self, age=None, sex=None, site=None) -> np.ndarray | None:
+        if not self.bundle.metadata_fields:
+            return None
+        metadata.validate(age, sex, site)
+        return metadata.encode(age, sex, site)[None]
+
+    def probabilities(self, batch: np.ndarray, meta: np.ndarray | None = None) -> np.ndarray:
+        logits, _ = self.engine.run(batch, meta)
+        return softmax(logits, self.bundle.temperature)
+
+    def predict(
+        self,
+        source: ImageSource,
+        top_k: int = 3,
+        explain: bool = False,
+        age: float | None = None,
+        sex: str | None = None,
+        site: str | None = None,
+    ) -> Prediction:
+        t0 = time.perf_counter()
+        x = self.prepare(source)[None]
+        meta = self.meta_vector(age, sex, site)
+        t1 = time.perf_counter()
+        logits, fmap = self.engine.run(x, meta)
+        probs = softmax(logits, self.bundle.temperature)[0]
+        t2 = time.perf_counter()
+        heatmap = None
+        if explain:
+            from dermalens.explain import cam
+
+            heatmap = cam(
+                fmap[0],
+                self.engine.head()[0],
+                int(probs.argmax()),
+                (self.pre.height, self.pre.width),
+            )
+        t3 = time.perf_counter()
+        result = self.result(probs, top_k, str(source) if isinstance(source, str | Path) else "")
+        result.heatmap = heatmap
+        result.timings_ms = {
+            "preprocess": round((t1 - t0) * 1e3, 2),
+            "inference": round((t2 - t1) * 1e3, 2),
+            "heatmap": round((t3 - t2) * 1e3, 2),
+        }
+        return result
+
+    def result(self, probs: np.ndarray, top_k: int = 3, source: str = "") -> Prediction:
+        classes = self.bundle.classes
+        order = np.argsort(-probs)[: max(1, min(top_k, len(classes)))]
+        top = [
+            ClassScore(
+                classes[i], display_name(classes[i]), float(probs[i]), is_malignant(classes[i])
+            )
+            for i in order
+        ]
+        p_mal = float(probs[self.malignant_mask].sum())
+        uncertain = bool(probs.max() < self.uncertain_below)
+        if uncertain:
+            triage = "uncertain"
+        else:
+            triage = "malignant" if p_mal >= self.triage_at else "benign"
+        rule = (
+            f"malignant if P(malignant classes) >= {self.triage_at:.3f}; "
+            f"uncertain if top-1 probability < {self.uncertain_below:.3f}"
+        )
+        return Prediction(
+            classes=list(classes),
+            probabilities=[float(p) for p in probs],
+            top=top,
+            malignant_probability=p_mal,
+            triage=triage,
+            triage_rule=rule,
+            uncertain=uncertain,
+            model_version=self.bundle.version,
+            source=source,
+        )
+
+
+def iter_images(paths: list[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into image files, sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+            )
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out

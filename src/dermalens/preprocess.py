@@ -1,0 +1,82 @@
+"""The one deterministic preprocessing path, built from the model bundle's description.
+
+Training-time validation, `evaluate`, `predict`, the ONNX check and the web service all
+call `to_input`; training adds random augmentation *before* it, never instead of it.
+NumPy and Pillow only, so serving needs no PyTorch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+from dermalens.imageio import ImageSource, load_image
+
+INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+RESIZE_POLICIES = ("cover_crop", "stretch")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become a model input; stored in every bundle and ONNX export."""
+
+    height: int = 150
+    width: int = 200
+    resize: str = "cover_crop"  # scale to cover HxW keeping aspect, then centre-crop
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = (127.0, 127.0, 127.0)  # in 0..255 pixel units
+    std: tuple[float, float, float] = (128.0, 128.0, 128.0)
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize policy {self.resize!r} not in {RESIZE_POLICIES}")
+        if self.interpolation not in INTERPOLATION:
+            raise ValueError(f"interpolation {self.interpolation!r} not in {list(INTERPOLATION)}")
+        if self.height < 8 or self.width < 8:
+            raise ValueError(f"input size {self.height}x{self.width} is too small")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(x) for x in known[key])
+        return cls(**known)
+
+
+def resize(image: Image.Image, pre: Preprocessing) -> Image.Image:
+    """Resize a PIL RGB image to the model's (width, height) by the bundle's policy."""
+    target = (pre.width, pre.height)
+    if image.size == target:
+        return image
+    method = INTERPOLATION[pre.interpolation]
+    if pre.resize == "stretch":
+        return image.resize(target, method)
+    scale = max(pre.width / image.width, pre.height / image.height)
+    size = (
+        max(pre.width, round(image.width * scale)),
+        max(pre.height, round(image.height * scale)),
+    )
+    image = image.resize(size, method)
+    left, top = (size[0] - pre.width) // 2, (size[1] - pre.height) // 2
+    return image.crop((left, top, left + pre.width, top + pre.height))
+
+
+def normalise(image: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """RGB PIL image of the model's size -> float32 CHW array, (x - mean) / std."""
+    array = np.asarray(image, dtype=np.float32)
+    array = (array - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def to_input(source: ImageSource, pre: Preprocessing) -> np.ndarray:
+    """Decode (if needed), resize and normalise one image: float32 array of shape (3, H, W)."""
+    image = load_image(source, draft_size=(pre.width, pre.height))
+    return normalise(resize(image, pre), pre)

@@ -1,0 +1,325 @@
+"""Transfer-learning training on the CPU: `dermalens train [config.json] key=value ...`.
+
+A run folder holds the resolved config, the split CSV, `last.pt` (every epoch, for
+`resume=`), `best.pt` (best validation balanced accuracy), `log.csv`, `curves.png` and,
+at the end, a model bundle evaluated on the test part.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from tqdm import tqdm
+
+from dermalens.augment import Augment
+from dermalens.bundle import Bundle, atomic_write_text, now
+from dermalens.config import ConfigError, TrainConfig, config_from_dict
+from dermalens.data.check import quick_problems
+from dermalens.data.loaders import load_dataset
+from dermalens.data.splits import check_no_leak, grouped_split, load_split, save_split
+from dermalens.metrics import classification_metrics, summary
+from dermalens.models import build_model
+from dermalens.preprocess import Preprocessing
+from dermalens.torchdata import ImageTable, decode_all, seed_worker
+
+log = logging.getLogger(__name__)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier on the peak LR: linear warm-up, then cosine / one-cycle / constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    floor = 0.01 if schedule == "cosine" else 0.0004
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def class_weights(labels: np.ndarray, n: int, power: float) -> np.ndarray:
+    counts = np.bincount(labels, minlength=n).astype(float)
+    weights = (counts.sum() / np.maximum(counts, 1) / n) ** power
+    return weights / (weights * counts).sum() * counts.sum()
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, loader: DataLoader, cfg: TrainConfig, desc: str = "eval"):
+    """Softmax probabilities and labels over a loader (eval mode)."""
+    model.eval()
+    probs, labels = [], []
+    for x, meta, y in tqdm(loader, desc=desc, leave=False, disable=not cfg.progress):
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            logits = model(x, meta if cfg.use_metadata else None)
+        probs.append(logits.float().softmax(1).numpy())
+        labels.append(y.numpy())
+    return np.concatenate(labels), np.concatenate(probs)
+
+
+class Run:
+    """One training run: data, model, optimiser and the run folder."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.resume_state = None
+        if cfg.resume:
+            last = Path(cfg.resume)
+            last = last / "last.pt" if last.is_dir() else last
+            if not last.is_file():
+                raise ConfigError(f"resume={cfg.resume!r}: no last.pt there")
+            self.resume_state = torch.load(last, map_location="cpu", weights_only=False)
+            saved = config_from_dict(self.resume_state["config"])
+            saved.epochs, saved.resume = cfg.epochs, cfg.resume  # may extend a finished run
+            self.cfg = cfg = saved
+            self.dir = last.parent
+        else:
+            name = cfg.name or f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.dir = Path(cfg.out) / name
+            if (self.dir / "last.pt").exists():
+                raise ConfigError(
+                    f"run folder {self.dir} already holds a run: use resume= or a new name="
+                )
+            self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.pre = Preprocessing(height=cfg.height, width=cfg.width)
+        self._data()
+        self._model()
+
+    def _data(self) -> None:
+        cfg = self.cfg
+        dataset = load_dataset(cfg.data)
+        if cfg.classes:
+            dataset = dataset.subset(cfg.classes)
+        split_csv = self.dir / "split.csv"
+        if cfg.split_file or split_csv.exists():
+            table = load_split(dataset, Path(cfg.split_file) if cfg.split_file else split_csv)
+        else:
+            table = grouped_split(dataset, cfg.split_fractions, cfg.split_seed)
+        check_no_leak(table)
+        save_split(table, split_csv)
+        if cfg.exclude_problems:
+            bad = quick_problems(table)
+            if bad:
+                log.warning("excluding %d images (unreadable or exact duplicates)", len(bad))
+            table = table[~table["image_id"].isin(bad)]
+        self.classes = sorted(table["label"].unique())
+        self.parts = {}
+        for split in ("train", "val", "test"):
+            part = table[table["split"] == split]
+            if cfg.limit:
+                part = part.groupby("label", group_keys=False).head(
+                    max(1, cfg.limit // len(self.classes))
+                )
+            self.parts[split] = part.reset_index(drop=True)
+        if len(self.parts["train"]) == 0 or len(self.parts["val"]) == 0:
+            raise ConfigError(f"data={cfg.data!r}: too few images for a train/val split")
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        cfg, part = self.cfg, self.parts[split]
+        images, problems = decode_all(part["path"].tolist(), self.pre, cfg.progress)
+        if problems:  # check found them already when exclude_problems; be safe anyway
+            keep = [i for i, im in enumerate(images) if im is not None]
+            part, images = part.iloc[keep].reset_index(drop=True), [images[i] for i in keep]
+        augment = (
+            Augment(self.pre, cfg.scale, cfg.color_jitter, cfg.seed)
+            if train and cfg.augment
+            else None
+        )
+        data = ImageTable(part, self.classes, self.pre, images, augment, 0.2 if train else 0.0)
+        sampler = None
+        if train and cfg.balance == "sampler":
+            weights = class_weights(data.labels(), len(self.classes), cfg.balance_power)
+            sampler = WeightedRandomSampler(weights[data.labels()], len(data), replacement=True)
+        return DataLoader(
+            data,
+            batch_size=cfg.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            drop_last=train and len(data) > cfg.batch_size,
+            num_workers=cfg.workers,
+            worker_init_fn=seed_worker if cfg.workers else None,
+            persistent_workers=cfg.workers > 0,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+
+    def _model(self) -> None:
+        cfg = self.cfg
+        pretrained = "none" if self.resume_state else cfg.pretrained
+        self.model, self.weight_source = build_model(
+            cfg.model, len(self.classes), pretrained, cfg.drop_rate, cfg.use_metadata
+        )
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0},
+            ],
+            lr=cfg.lr,
+        )
+
+    def fit(self) -> Bundle:
+        cfg = self.cfg
+        train_loader = self._loader("train", train=True)
+        val_loader = self._loader("val", train=False)
+        labels = train_loader.dataset.labels()
+        weights = (
+            torch.tensor(
+                class_weights(labels, len(self.classes), cfg.balance_power), dtype=torch.float32
+            )
+            if cfg.balance == "loss"
+            else None
+        )
+        loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+        steps = len(train_loader)
+        total, warmup = cfg.epochs * steps, int(cfg.warmup_epochs * steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, total, warmup, cfg.schedule)
+        )
+        start, best, stale, history = 0, -1.0, 0, []
+        if self.resume_state:
+            state = self.resume_state
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["scheduler"])
+            start, best, stale, history = (
+                state["epoch"] + 1,
+                state["best"],
+                state["stale"],
+                state["history"],
+            )
+            log.info("resuming %s at epoch %d", self.dir, start + 1)
+        for epoch in range(start, cfg.epochs):
+            if stale >= cfg.patience:
+                log.info("early stop: no val balanced-accuracy gain for %d epochs", stale)
+                break
+            t0 = time.time()
+            train_loss = self._epoch(train_loader, loss_fn, schedule, epoch)
+            y, p = predict_probs(self.model, val_loader, cfg, "val")
+            metrics = classification_metrics(y, p, self.classes)
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_nll": metrics["nll"],
+                "val_accuracy": metrics["accuracy"],
+                "val_balanced_accuracy": metrics["balanced_accuracy"],
+                "val_macro_auc": metrics["macro_auc"],
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": round(time.time() - t0, 1),
+            }
+            history.append(row)
+            improved = metrics["balanced_accuracy"] > best
+            best, stale = (metrics["balanced_accuracy"], 0) if improved else (best, stale + 1)
+            state = {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": schedule.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "stale": stale,
+                "history": history,
+                "config": cfg.to_dict(),
+                "classes": self.classes,
+                "weight_source": self.weight_source,
+            }
+            if improved:
+                save_atomic(state, self.dir / "best.pt")
+            save_atomic(state, self.dir / "last.pt")
+            self._write_log(history)
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs} loss={train_loss:.4f} val {summary(metrics)}"
+                f"{'  *best*' if improved else ''}",
+                flush=True,
+            )
+        return self.finish()
+
+    def _epoch(self, loader: DataLoader, loss_fn, schedule, epoch: int) -> float:
+        cfg = self.cfg
+        self.model.train()
+        total, count = 0.0, 0
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress
+        )
+        for x, meta, y in bar:
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits = self.model(x, meta if cfg.use_metadata else None)
+            loss = loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}: lower lr="
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            schedule.step()
+            total += loss.item() * len(y)
+            count += len(y)
+            bar.set_postfix(
+                loss=f"{total / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}"
+            )
+        return total / max(1, count)
+
+    def _write_log(self, history: list[dict]) -> None:
+        with open(self.dir / "log.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+        from dermalens.plots import plot_curves
+
+        plot_curves(history, self.dir / "curves.png")
+
+    def finish(self) -> Bundle:
+        """Best checkpoint -> bundle in the run folder, evaluated on the test part."""
+        from dermalens.evaluate import evaluate_table
+        from dermalens.export import bundle_from_model
+
+        state = torch.load(self.dir / "best.pt", map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        bundle = bundle_from_model(
+            self.model,
+            self.dir / "bundle",
+            self.classes,
+            self.pre,
+            self.cfg,
+            self.weight_source,
+            history=state["history"],
+        )
+        if len(self.parts["test"]):
+            result = evaluate_table(
+                bundle, self.parts["test"], self.dir / "eval-test", progress=self.cfg.progress
+            )
+            bundle.metrics = {"test": result.metrics_brief(), "split_seed": self.cfg.split_seed}
+            bundle.info["evaluated"] = now()
+            bundle.save_description()
+            print(f"test: {summary(result.metrics)}", flush=True)
+        return bundle
+
+
+def train(cfg: TrainConfig) -> Bundle:
+    """Train per `cfg`; returns the run's evaluated bundle."""
+    return Run(cfg).fit()
