@@ -29,6 +29,11 @@ WEIGHTS = "model.pt"
 ONNX = "model.onnx"
 
 
+def default_model_path() -> Path:
+    """The bundled default model, or the folder named by $DERMALENS_MODEL."""
+    return Path(os.environ.get("DERMALENS_MODEL") or Path(__file__).parent / "bundled" / "default")
+
+
 class BundleError(ValueError):
     """A bundle that cannot be used; the message says what is wrong."""
 

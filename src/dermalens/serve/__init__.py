@@ -1,0 +1,33 @@
+"""The web service: REST API under /api/v1, a web page at /, OpenAPI docs at /docs.
+
+    dermalens serve --model models/default          (the CLI calls `run`)
+    uvicorn --factory dermalens.serve.app:create_app
+
+Serving needs NumPy, Pillow, ONNX Runtime and the `serve` extras, never PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run(
+    model: str | None = None, host: str | None = None, port: int | None = None, **overrides: Any
+) -> None:
+    """Start the service with uvicorn and block until it stops.
+
+    Arguments left as None come from DERMALENS_* environment variables, then the defaults
+    (127.0.0.1:8000, models/default). `overrides` are other `Settings` fields, e.g.
+    `api_token="..."`; an unknown name raises ValueError naming it.
+    """
+    import uvicorn
+
+    from dermalens.serve.app import ModelMissing, check_model, create_app
+    from dermalens.serve.config import make_settings
+
+    settings = make_settings(model=model, host=host, port=port, **overrides)
+    try:
+        check_model(settings.model)
+    except ModelMissing as exc:
+        raise SystemExit(f"dermalens serve: {exc}") from None
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

@@ -1,0 +1,95 @@
+"""The FastAPI app factory. The lifespan loads the model bundle once and migrates the database.
+
+uvicorn --factory dermalens.serve.app:create_app     (settings from DERMALENS_* variables)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from dermalens import __version__
+from dermalens.bundle import DESCRIPTION, BundleError
+from dermalens.predict import DISCLAIMER, Predictor
+from dermalens.serve import errors
+from dermalens.serve.config import Settings
+from dermalens.serve.db import make_engine, make_sessions, migrate
+from dermalens.serve.middleware import BodyLimit, SecurityHeaders
+from dermalens.serve.routes import api_router, health, page
+
+logger = logging.getLogger("dermalens.serve")
+STATIC = Path(__file__).parent / "static"
+
+
+class ModelMissing(RuntimeError):
+    """The configured model bundle is absent or unusable; the message says how to fix it."""
+
+
+def check_model(path: Path) -> None:
+    if not (path / DESCRIPTION).is_file():
+        raise ModelMissing(
+            f"no model bundle at {path} (no {DESCRIPTION}); pass the bundle folder "
+            f"(`dermalens serve --model DIR`) or set DERMALENS_MODEL"
+        )
+
+
+def load_predictor(settings: Settings) -> Predictor:
+    """The ONNX Runtime predictor (serving never needs PyTorch)."""
+    check_model(settings.model)
+    try:
+        predictor = Predictor(settings.model, backend="onnx", threads=settings.threads)
+        # Warm up: read the head weights for heatmaps and let ONNX Runtime allocate now,
+        # so the first request is as fast as the others.
+        pre = predictor.pre
+        predictor.predict(Image.new("RGB", (pre.width, pre.height), (128, 128, 128)), explain=True)
+    except BundleError as exc:
+        raise ModelMissing(f"cannot serve model bundle {settings.model}: {exc}") from exc
+    return predictor
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    app.state.predictor = load_predictor(settings)
+    engine = make_engine(settings.db_url)
+    migrate(engine)
+    app.state.engine = engine
+    app.state.sessions = make_sessions(engine)
+    logger.info("serving %s", app.state.predictor.bundle.version)
+    yield
+    engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing is loaded until startup (the lifespan)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="dermalens",
+        version=__version__,
+        summary="Skin-lesion classification from dermoscopic images.",
+        description=DISCLAIMER,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.include_router(api_router, prefix="/api/v1")
+    app.include_router(health.router)
+    app.include_router(page.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

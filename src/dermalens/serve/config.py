@@ -1,0 +1,82 @@
+"""Service settings: defaults here, overridden by DERMALENS_* environment variables, then by
+keyword arguments (`Settings(max_pixels=...)`, `dermalens.serve.run(..., max_pixels=...)`)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from dermalens.imageio import MAX_PIXELS
+
+REPO = Path(__file__).resolve().parents[3]  # src/dermalens/serve/config.py -> repository root
+
+
+def default_model() -> Path:
+    """models/default in the working directory, else in the repository this code runs from."""
+    here = Path.cwd() / "models" / "default"
+    return here if here.is_dir() else REPO / "models" / "default"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "dermalens"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; environment variable = DERMALENS_ + the name in capitals."""
+
+    model_config = SettingsConfigDict(env_prefix="DERMALENS_", extra="forbid")
+
+    model: Path = Field(default_factory=default_model)  # model bundle folder
+    host: str = "127.0.0.1"  # used by `run`
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Field(default_factory=default_data_dir)  # database and kept uploads
+    database_url: str = ""  # any SQLAlchemy URL; empty: SQLite file data_dir/dermalens.db
+    api_token: SecretStr | None = None  # needed to export feedback; unset: export disabled
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)  # larger uploads get 413
+    max_pixels: int = Field(MAX_PIXELS, gt=0)  # width x height; guards decompression bombs
+    cors_origins: Annotated[list[str], NoDecode] = []  # comma-separated; "*" allows any
+    keep_uploads_dir: Path | None = None  # consented images; unset: data_dir/uploads
+    maps_url: str = "https://www.google.com/maps/search/?api=1&query={query}"
+    maps_query: str = "dermatologist"
+    top_k: int = Field(3, ge=1, le=50)
+    threads: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0: all cores
+    display_width: int = Field(480, ge=64, le=2048)  # width of the heatmap overlay PNG
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("maps_url")
+    @classmethod
+    def _check_maps_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "{query}" not in value:
+            raise ValueError("must be an http(s) URL containing {query}")
+        return value
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'dermalens.db'}"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.keep_uploads_dir or self.data_dir / "uploads"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings from the environment plus keyword overrides; unknown keys fail loudly."""
+    known = list(Settings.model_fields)
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {known}"
+            raise ValueError(f"unknown serve setting {key!r}{hint}")
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,90 @@
+"""Typed dependencies: settings, the loaded predictor, a database session, the API token,
+patient fields from the form, and a stored prediction looked up by id."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Form, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from dermalens import metadata
+from dermalens.predict import Predictor
+from dermalens.serve import crud
+from dermalens.serve.config import Settings
+from dermalens.serve.models import PredictionRecord
+from dermalens.serve.schemas import Patient
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_predictor(request: Request) -> Predictor:
+    return request.app.state.predictor
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+SessionDep = Annotated[Session, Depends(get_session)]
+bearer = HTTPBearer(auto_error=False, description="the server's DERMALENS_API_TOKEN")
+
+
+def require_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """401 without a bearer token, 403 with a wrong one (or when none is configured)."""
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API token; send the header 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    expected = settings.api_token.get_secret_value() if settings.api_token else ""
+    if not expected:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "feedback export is disabled: the server has no API token (DERMALENS_API_TOKEN)",
+        )
+    if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API token")
+
+
+def _choice(value: str | None) -> str | None:
+    value = (value or "").strip().lower()
+    return value or None
+
+
+def patient_form(
+    age: Annotated[float | None, Form(description="years, 0-120")] = None,
+    sex: Annotated[str | None, Form(description=f"one of {list(metadata.SEXES)}")] = None,
+    site: Annotated[str | None, Form(description=f"one of {list(metadata.SITES)}")] = None,
+) -> Patient:
+    """Optional patient fields; 422 naming the field when one is out of range or unknown."""
+    sex, site = _choice(sex), _choice(site)
+    try:
+        metadata.validate(age, sex, site)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+    return Patient(age=age, sex=sex, site=site)
+
+
+def stored_prediction(prediction_id: str, session: SessionDep) -> PredictionRecord:
+    record = crud.get_prediction(session, prediction_id)
+    if record is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"prediction {prediction_id!r} not found")
+    return record
+
+
+PatientDep = Annotated[Patient, Depends(patient_form)]
+TokenDep = Depends(require_token)
+StoredPredictionDep = Annotated[PredictionRecord, Depends(stored_prediction)]

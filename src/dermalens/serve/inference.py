@@ -1,0 +1,85 @@
+"""One request's inference: decoded image -> `Predictor.predict` -> response body.
+
+The service calls the same `Predictor` as the CLI and decodes with the same draft size, so
+the API returns the same probabilities as `dermalens predict` for the same file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from PIL import Image
+
+from dermalens.explain import overlay
+from dermalens.imageio import ImageError
+from dermalens.predict import DISCLAIMER, Prediction, Predictor
+from dermalens.preprocess import resize
+from dermalens.serve.schemas import (
+    ClassScore,
+    Heatmap,
+    ModelRef,
+    Patient,
+    PredictionOut,
+    Triage,
+)
+from dermalens.serve.uploads import image_error
+
+
+def png_data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=3)  # fast; the overlay is small
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def heatmap_overlay(predictor: Predictor, image: Image.Image, result: Prediction, width: int):
+    """The heatmap over the model's own crop of the image, `width` pixels wide."""
+    pre = predictor.pre
+    display = replace(pre, width=width, height=max(8, round(width * pre.height / pre.width)))
+    return png_data_url(overlay(resize(image, display), result.heatmap))
+
+
+def predict(
+    predictor: Predictor,
+    image: Image.Image,
+    patient: Patient,
+    explain: bool = True,
+    top_k: int = 3,
+    display_width: int = 480,
+) -> PredictionOut:
+    """Run the model on a decoded image and build the response (not yet stored)."""
+    try:
+        result = predictor.predict(image, top_k, explain, patient.age, patient.sex, patient.site)
+    except ImageError as exc:
+        raise image_error(exc) from None
+    t1 = time.perf_counter()
+    heatmap = None
+    if explain and result.heatmap is not None:
+        target = result.top[0].code
+        heatmap = Heatmap(
+            image=heatmap_overlay(predictor, image, result, display_width), target=target
+        )
+    timings = {**result.timings_ms, "overlay": round((time.perf_counter() - t1) * 1e3, 2)}
+    bundle = predictor.bundle
+    return PredictionOut(
+        id=uuid.uuid4().hex,
+        created_at=datetime.now(UTC),
+        model=ModelRef(name=bundle.name, version=result.model_version),
+        top=[ClassScore(**vars(c)) for c in result.top],
+        probabilities=dict(zip(result.classes, result.probabilities)),
+        triage=Triage(
+            result=result.triage,
+            rule=result.triage_rule,
+            malignant_probability=result.malignant_probability,
+        ),
+        uncertain=result.uncertain,
+        heatmap=heatmap,
+        timings_ms=timings,
+        patient=patient,
+        image_kept=False,
+        disclaimer=DISCLAIMER,
+    )

@@ -1,0 +1,108 @@
+"""Predictions: classify an uploaded image, read a stored result, attach clinician feedback."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import (
+    APIRouter,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
+
+from dermalens.serve import crud, inference, uploads
+from dermalens.serve.deps import (
+    PatientDep,
+    PredictorDep,
+    SessionDep,
+    SettingsDep,
+    StoredPredictionDep,
+)
+from dermalens.serve.schemas import FeedbackIn, FeedbackOut, PredictionOut
+from dermalens.taxonomy import CLASSES
+
+router = APIRouter(prefix="/predictions", tags=["predictions"])
+
+ERRORS = {
+    400: {"description": "empty, truncated or corrupt image"},
+    413: {"description": "over MAX_UPLOAD_BYTES or MAX_PIXELS"},
+    415: {"description": "not an image"},
+    422: {"description": "a form field is out of range or unknown"},
+}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+def create_prediction(
+    file: Annotated[UploadFile, File(description="the lesion image (JPEG, PNG, WebP, ...)")],
+    patient: PatientDep,
+    predictor: PredictorDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    response: Response,
+    consent: Annotated[
+        bool, Form(description="keep the image (EXIF removed) to improve the model")
+    ] = False,
+    explain: Annotated[bool, Query(description="add a Grad-CAM heatmap overlay")] = True,
+    top_k: Annotated[int | None, Query(ge=1, le=50, description="classes to return")] = None,
+) -> PredictionOut:
+    """Classify one lesion image: top-k classes, triage, uncertainty and a heatmap."""
+    t0 = time.perf_counter()
+    data = uploads.read_limited(file, settings.max_upload_bytes)
+    pre = predictor.pre
+    image = uploads.decode(data, settings.max_pixels, (pre.width, pre.height))
+    decoded = time.perf_counter()
+    out = inference.predict(
+        predictor, image, patient, explain, top_k or settings.top_k, settings.display_width
+    )
+    image_file = None
+    if consent:
+        image_file = uploads.keep(data, settings.uploads_dir, settings.max_pixels)
+        out.image_kept = True
+    crud.add_prediction(session, out, image_file)
+    out.timings_ms["decode"] = round((decoded - t0) * 1e3, 2)
+    out.timings_ms["total"] = round((time.perf_counter() - t0) * 1e3, 2)
+    response.headers["Location"] = str(request.url_for("read_prediction", prediction_id=out.id))
+    return out
+
+
+@router.get("/{prediction_id}", responses={404: {"description": "unknown id"}})
+def read_prediction(prediction: StoredPredictionDep) -> PredictionOut:
+    """The stored result of a prediction (without the heatmap overlay, which is not kept)."""
+    return PredictionOut.model_validate(prediction.result)
+
+
+@router.post(
+    "/{prediction_id}/feedback",
+    status_code=status.HTTP_201_CREATED,
+    responses={404: {"description": "unknown id"}, 422: {"description": "bad verdict"}},
+)
+def create_feedback(
+    prediction: StoredPredictionDep, body: FeedbackIn, session: SessionDep
+) -> FeedbackOut:
+    """Record a clinician's verdict: agree, or the correct class, with an optional note."""
+    label = (body.correct_label or "").strip().lower() or None
+    if label is not None and label not in CLASSES:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"correct_label: {label!r} is not a class code; use one of {sorted(CLASSES)}",
+        )
+    if not body.agree and label is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "correct_label: required when agree is false",
+        )
+    if body.agree and label not in (None, prediction.label):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"correct_label: {label!r} contradicts agree=true "
+            f"(the prediction was {prediction.label!r})",
+        )
+    return crud.add_feedback(session, prediction, body.model_copy(update={"correct_label": label}))

@@ -1,0 +1,102 @@
+"""Request and response bodies; their field descriptions become the OpenAPI docs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str = Field(description="bundle name @ first 12 hex digits of its weights' SHA-256")
+
+
+class ClassScore(BaseModel):
+    code: str = Field(examples=["mel"])
+    name: str = Field(examples=["Melanoma"])
+    probability: float = Field(ge=0, le=1)
+    malignant: bool
+
+
+class Triage(BaseModel):
+    result: str = Field(description="benign, malignant or uncertain")
+    rule: str = Field(description="the thresholds that produced `result`")
+    malignant_probability: float = Field(description="summed probability of malignant classes")
+
+
+class Heatmap(BaseModel):
+    image: str = Field(description="PNG overlay as a data URL (data:image/png;base64,...)")
+    target: str = Field(description="class code the map explains (the top-1 class)")
+    method: str = "Grad-CAM on the last feature map (equal to CAM for a pooled linear head)"
+
+
+class Patient(BaseModel):
+    age: float | None = None
+    sex: str | None = None
+    site: str | None = None
+
+
+class PredictionOut(BaseModel):
+    id: str
+    created_at: datetime
+    model: ModelRef
+    top: list[ClassScore]
+    probabilities: dict[str, float] = Field(description="every class, in the model's order")
+    triage: Triage
+    uncertain: bool = Field(description="true when the top-1 probability is below threshold")
+    heatmap: Heatmap | None = Field(
+        None, description="null when explain=false, and always in GET (overlays are not stored)"
+    )
+    timings_ms: dict[str, float]
+    patient: Patient
+    image_kept: bool = Field(description="true only when the request consented to keep it")
+    disclaimer: str
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agree: bool = Field(description="true: the top-1 class is right")
+    correct_label: str | None = Field(
+        None, max_length=64, description="taxonomy code of the right class; needed if agree=false"
+    )
+    note: str | None = Field(None, max_length=2000)
+
+
+class FeedbackOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    prediction_id: str
+    created_at: datetime
+    model_version: str
+    predicted_label: str
+    agree: bool
+    correct_label: str
+    note: str | None
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # SQLite returns naive datetimes; every time stored here is UTC.
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    classes: list[dict[str, Any]]
+    input: dict[str, Any] = Field(description="input size and preprocessing")
+    metadata_fields: list[str]
+    thresholds: dict[str, Any]
+    metrics: dict[str, Any]
+    intended_use: str
+    card: dict[str, Any]
+    disclaimer: str
+
+
+class Status(BaseModel):
+    status: str
+    model: str | None = None

@@ -1,0 +1,192 @@
+// dermalens web page: pick or photograph an image, call the API, show the result, send feedback.
+"use strict";
+
+const API = "/api/v1";
+const $ = (id) => document.getElementById(id);
+const TRIAGE = {
+  benign: "Likely benign",
+  malignant: "Possibly malignant: refer",
+  uncertain: "Uncertain: refer",
+};
+
+let chosen = null; // the File to analyse
+let previewUrl = null;
+let predictionId = null;
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function choose(file) {
+  if (!file) return;
+  chosen = file;
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = URL.createObjectURL(file);
+  const preview = $("preview");
+  preview.src = previewUrl;
+  preview.alt = `Selected image: ${file.name}`;
+  preview.hidden = false;
+  $("drop-empty").hidden = true;
+  $("file-name").textContent = `${file.name} (${(file.size / 1e6).toFixed(1)} MB)`;
+  $("submit").disabled = false;
+  showError("");
+}
+
+function percent(p) {
+  return `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
+}
+
+function renderTop(top) {
+  const list = $("top");
+  list.replaceChildren();
+  for (const c of top) {
+    const item = document.createElement("li");
+    const label = document.createElement("div");
+    label.className = "bar-label";
+    const name = document.createElement("span");
+    name.textContent = c.name;
+    const code = document.createElement("span");
+    code.className = "code";
+    code.textContent = c.code;
+    name.append(code);
+    if (c.malignant) {
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = "malignant class";
+      name.append(tag);
+    }
+    const value = document.createElement("span");
+    value.className = "bar-value";
+    value.textContent = percent(c.probability);
+    label.append(name, value);
+    const bar = document.createElement("div");
+    bar.className = c.malignant ? "bar malignant" : "bar";
+    bar.setAttribute("role", "meter");
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    bar.setAttribute("aria-valuenow", (100 * c.probability).toFixed(1));
+    bar.setAttribute("aria-label", `${c.name} confidence`);
+    const fill = document.createElement("span");
+    bar.append(fill);
+    item.append(label, bar);
+    list.append(item);
+    requestAnimationFrame(() => { fill.style.width = `${(100 * c.probability).toFixed(1)}%`; });
+  }
+}
+
+function render(result) {
+  predictionId = result.id;
+  const badge = $("triage");
+  badge.dataset.triage = result.triage.result;
+  badge.textContent = TRIAGE[result.triage.result] || result.triage.result;
+  badge.title = result.triage.rule;
+  $("uncertain").hidden = !result.uncertain;
+  renderTop(result.top);
+  $("viewer-photo").src = previewUrl;
+  const heatmap = $("heatmap");
+  const hasMap = Boolean(result.heatmap);
+  heatmap.hidden = !hasMap;
+  if (hasMap) heatmap.src = result.heatmap.image;
+  $("result-model").textContent = result.model.name;
+  $("result-version").textContent = result.model.version;
+  $("timing").textContent = `${Math.round(result.timings_ms.total || 0)} ms`;
+  $("feedback-form").reset();
+  const correct = $("correct-label");
+  if ([...correct.options].some((o) => o.value === result.top[0].code)) {
+    correct.value = result.top[0].code;
+  }
+  correct.disabled = true;
+  $("feedback-status").textContent = "";
+  $("feedback-submit").disabled = false;
+  $("result-empty").hidden = true;
+  $("result").hidden = false;
+}
+
+async function analyse(event) {
+  event.preventDefault();
+  if (!chosen) return;
+  const form = new FormData();
+  form.append("file", chosen, chosen.name || "image");
+  for (const field of ["age", "sex", "site"]) {
+    const value = $(field).value.trim();
+    if (value) form.append(field, value);
+  }
+  form.append("consent", $("consent").checked ? "true" : "false");
+  const button = $("submit");
+  button.disabled = true;
+  button.textContent = "Analysing…";
+  $("result-card").setAttribute("aria-busy", "true");
+  showError("");
+  try {
+    const response = await fetch(`${API}/predictions?explain=true`, { method: "POST", body: form });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.detail || `the server answered ${response.status}`);
+    render(body);
+    $("result-title").focus({ preventScroll: true });
+    if (window.matchMedia("(max-width: 879px)").matches) $("result-card").scrollIntoView();
+  } catch (error) {
+    showError(`Could not analyse the image: ${error.message}`);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Analyse image";
+    $("result-card").setAttribute("aria-busy", "false");
+  }
+}
+
+async function sendFeedback(event) {
+  event.preventDefault();
+  if (!predictionId) return;
+  const agree = document.querySelector('input[name="verdict"]:checked').value === "agree";
+  const body = { agree, note: $("note").value.trim() || null };
+  if (!agree) body.correct_label = $("correct-label").value;
+  const status = $("feedback-status");
+  status.classList.remove("failed");
+  status.textContent = "Sending…";
+  try {
+    const response = await fetch(`${API}/predictions/${predictionId}/feedback`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
+    status.textContent = "Thank you: feedback saved.";
+    $("feedback-submit").disabled = true;
+  } catch (error) {
+    status.classList.add("failed");
+    status.textContent = `Feedback not saved: ${error.message}`;
+  }
+}
+
+function setUp() {
+  const viewer = $("viewer");
+  const frame = $("frame");
+  frame.style.aspectRatio = viewer.dataset.aspect;
+  if (viewer.dataset.fit === "fill") frame.classList.add("fill");
+  $("result-title").tabIndex = -1;
+
+  $("file").addEventListener("change", (e) => choose(e.target.files[0]));
+  $("camera").addEventListener("change", (e) => choose(e.target.files[0]));
+  const zone = $("dropzone");
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragover"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragover"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragover");
+    choose(e.dataTransfer.files[0]);
+  });
+  $("predict-form").addEventListener("submit", analyse);
+  $("feedback-form").addEventListener("submit", sendFeedback);
+  $("heatmap-toggle").addEventListener("change", (e) => {
+    viewer.classList.toggle("no-heatmap", !e.target.checked);
+  });
+  for (const radio of document.querySelectorAll('input[name="verdict"]')) {
+    radio.addEventListener("change", () => {
+      $("correct-label").disabled = radio.value === "agree" && radio.checked;
+    });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", setUp);
