@@ -35,7 +35,7 @@ def test_path_bytes_pil_and_array_agree(fixture_images, photo):
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16"])
 def test_modes_become_rgb(photo, mode):
     if mode == "I;16":
-        image = Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257))
+        image = Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257)
         data = _bytes(image, "PNG")
     elif mode == "CMYK":
         data = _bytes(photo.convert("CMYK"), "JPEG")

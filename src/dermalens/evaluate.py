@@ -1,12 +1,15 @@
 """Evaluation of a bundle on labelled images: `dermalens evaluate MODEL DATA [--split test]`.
 
-Writes `metrics.json`, `predictions.csv`, `confusion.png` and `reliability.png`.
+Writes `metrics.json`, `predictions.csv`, `confusion.png` and `reliability.png`. Besides
+the classification metrics, `metrics["decision"]` holds triage sensitivity / specificity
+and abstention coverage / selective accuracy at the bundle's thresholds, and
+`metrics["ood"]` the share of these (skin) images the OOD check rejects, if it has one.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from dermalens.data.records import DataError
 from dermalens.data.splits import load_split
 from dermalens.imageio import ImageError
 from dermalens.metrics import classification_metrics
+from dermalens.ood import pixel_stats, pooled
 from dermalens.predict import Predictor
 
 
@@ -38,23 +42,44 @@ class EvalResult:
             "ece",
             "nll",
             "per_class",
+            "decision",
+            "ood",
         )
         return {k: self.metrics[k] for k in keep if k in self.metrics}
 
 
-def predict_table(
-    predictor: Predictor, table: pd.DataFrame, batch_size: int = 32, progress: bool = True
-) -> tuple[np.ndarray, list[str]]:
-    """Probabilities for every row (NaN rows where the image is unreadable) and problems."""
+@dataclass
+class TableRun:
+    """Raw model outputs for every row of a table; NaN rows where the image is unreadable."""
+
+    logits: np.ndarray  # views x rows x classes (1 view, or 4 with TTA), before temperature
+    features: np.ndarray  # rows x C: view 0's feature map, mean-pooled as the head pools it
+    pixels: np.ndarray  # rows x 2: `ood.pixel_stats` of view 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return ~np.isnan(self.logits).any(axis=(0, 2))
+
+
+def run_table(
+    predictor: Predictor,
+    table: pd.DataFrame,
+    batch_size: int = 32,
+    progress: bool = True,
+    tta: bool | None = None,
+) -> TableRun:
+    """Run the model over every row's image (and metadata, if the model uses it)."""
     from dermalens import metadata
 
-    probs = np.full((len(table), len(predictor.bundle.classes)), np.nan)
+    n, views = len(table), 4 if (predictor.tta if tta is None else tta) else 1
+    logits = np.full((views, n, len(predictor.bundle.classes)), np.nan, dtype=np.float32)
+    features = np.empty((n, 0), dtype=np.float32)
+    pixels = np.full((n, 2), np.nan, dtype=np.float32)
     problems: list[str] = []
     use_meta = bool(predictor.bundle.metadata_fields)
     rows = list(table.itertuples(index=False))
-    for start in tqdm(
-        range(0, len(rows), batch_size), desc="evaluate", disable=not progress, leave=False
-    ):
+    for start in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress, leave=False):
         chunk, index, metas = [], [], []
         for i, row in enumerate(rows[start : start + batch_size], start):
             try:
@@ -64,10 +89,28 @@ def predict_table(
                     metas.append(metadata.encode(row.age, row.sex, row.site))
             except ImageError as exc:
                 problems.append(str(exc))
-        if chunk:
-            meta = np.stack(metas) if use_meta else None
-            probs[index] = predictor.probabilities(np.stack(chunk), meta)
-    return probs, problems
+        if not chunk:
+            continue
+        batch = np.stack(chunk)
+        out, fmap = predictor.forward(batch, np.stack(metas) if use_meta else None, tta)
+        pooled_fmap = pooled(fmap)
+        if features.shape[1] == 0:
+            features = np.full((n, pooled_fmap.shape[1]), np.nan, dtype=np.float32)
+        logits[:, index], features[index] = out, pooled_fmap
+        pixels[index] = pixel_stats(batch, predictor.pre)
+    return TableRun(logits, features, pixels, problems)
+
+
+def predict_table(
+    predictor: Predictor,
+    table: pd.DataFrame,
+    batch_size: int = 32,
+    progress: bool = True,
+    tta: bool | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Probabilities for every row (NaN rows where the image is unreadable) and problems."""
+    run = run_table(predictor, table, batch_size, progress, tta)
+    return predictor.calibrated(run.logits), run.problems
 
 
 def evaluate_table(
@@ -76,20 +119,34 @@ def evaluate_table(
     out_dir: Path | None = None,
     backend: str = "auto",
     progress: bool = True,
+    tta: bool = False,
 ) -> EvalResult:
     """Evaluate on a dataset table (columns as `data.records.COLUMNS`)."""
-    predictor = Predictor(bundle, backend)
+    from dermalens.calibrate import decision_metrics
+
+    predictor = Predictor(bundle, backend, tta=tta)
     unknown = sorted(set(table["label"]) - set(bundle.classes))
     if unknown:
         raise DataError(
             f"labels {unknown} are not among the model's classes {bundle.classes}; "
             f"pass a class subset of the data the model knows"
         )
-    probs, problems = predict_table(predictor, table, progress=progress)
-    ok = ~np.isnan(probs).any(axis=1)
+    run = run_table(predictor, table, progress=progress)
+    probs, ok = predictor.calibrated(run.logits), run.ok
     labels = table["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
     metrics = classification_metrics(labels[ok], probs[ok], bundle.classes)
-    metrics["unreadable"] = problems
+    ood = predictor.ood.check(run.features[ok], run.pixels[ok]) if predictor.ood else None
+    metrics["decision"] = decision_metrics(
+        labels[ok],
+        probs[ok],
+        predictor.malignant_mask,
+        predictor.uncertain_below,
+        predictor.triage_at,
+        None if ood is None else ood[1],
+    )
+    metrics["ood"] = None if ood is None else ood_rates(ood[1], labels[ok], bundle.classes)
+    metrics["tta"] = tta
+    metrics["unreadable"] = run.problems
     metrics["model"] = bundle.version
     preds = pd.DataFrame(
         {"image_id": table["image_id"].to_numpy(), "label": table["label"].to_numpy()}
@@ -99,9 +156,27 @@ def evaluate_table(
     ]
     for j, code in enumerate(bundle.classes):
         preds[f"p_{code}"] = probs[:, j].round(6)
+    preds["p_malignant"] = probs[:, predictor.malignant_mask].sum(axis=1).round(6)
+    if ood is not None:
+        preds["ood_score"], preds["not_skin"] = np.nan, False
+        preds.loc[ok, "ood_score"] = ood[0].round(4)
+        preds.loc[ok, "not_skin"] = ood[1]
     if out_dir is not None:
         write_report(metrics, preds, Path(out_dir))
     return EvalResult(metrics, preds, out_dir)
+
+
+def ood_rates(not_skin: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """How many of these skin images the OOD check rejects, overall and per class."""
+    return {
+        "rejected": float(not_skin.mean()) if len(not_skin) else 0.0,
+        "n": int(len(not_skin)),
+        "per_class": {
+            c: float(not_skin[labels == i].mean())
+            for i, c in enumerate(classes)
+            if (labels == i).any()
+        },
+    }
 
 
 def write_report(metrics: dict, preds: pd.DataFrame, out_dir: Path) -> None:
@@ -122,6 +197,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     backend: str = "auto",
     progress: bool = True,
+    tta: bool = False,
 ) -> EvalResult:
     """Evaluate bundle `model` on dataset folder `data` (all of it, or one part of a split)."""
     bundle = load_bundle(model)
@@ -136,5 +212,10 @@ def evaluate(
     if table.empty:
         raise DataError(f"{data}: no images of the model's classes {bundle.classes}")
     return evaluate_table(
-        bundle, table.reset_index(drop=True), Path(out_dir) if out_dir else None, backend, progress
+        bundle,
+        table.reset_index(drop=True),
+        Path(out_dir) if out_dir else None,
+        backend,
+        progress,
+        tta,
     )

@@ -137,7 +137,8 @@ def _load_checkpoint(backbone: nn.Module, path: Path) -> None:
     result = backbone.load_state_dict(state, strict=False)
     if len(result.missing_keys) > len(state) // 2 or not state:
         raise WeightsError(
-            f"{path}: checkpoint does not fit this backbone ({len(result.missing_keys)} missing keys)"
+            f"{path}: checkpoint does not fit this backbone "
+            f"({len(result.missing_keys)} missing keys)"
         )
     log.info(
         "loaded %s (%d keys missing, %d unexpected)",

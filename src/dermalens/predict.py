@@ -2,6 +2,12 @@
 
 The CLI, `evaluate`, the web service and Python users all go through `Predictor`, and it
 preprocesses with `preprocess.to_input`: one path from pixels to probabilities.
+
+Optional test-time augmentation (`tta=True`) averages the probabilities of the input, its
+horizontal and vertical flips and its 180-degree rotation, made on the preprocessed
+array (one batched model call, no second decode). When the bundle holds an OOD check
+(`ood.npz`, see `dermalens.ood`), an image that does not look like a dermoscopic skin
+image gets `not_skin=True`, `uncertain=True` and triage "not_skin".
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dermalens import metadata
 from dermalens.bundle import Bundle, load_bundle
 from dermalens.engine import Engine, make_engine
 from dermalens.imageio import ImageSource, load_image
+from dermalens.ood import OodDetector, load_ood, pixel_stats, pooled
 from dermalens.preprocess import normalise, resize
 from dermalens.taxonomy import display_name, is_malignant
 
@@ -45,13 +52,17 @@ class Prediction:
     probabilities: list[float]
     top: list[ClassScore]
     malignant_probability: float
-    triage: str  # "malignant" | "benign" | "uncertain"
+    triage: str  # "malignant" | "benign" | "uncertain" | "not_skin"
     triage_rule: str
     uncertain: bool
     model_version: str
     source: str = ""
     heatmap: np.ndarray | None = field(default=None, repr=False)  # HxW in [0, 1], input size
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ood_score: float | None = None  # ~1 on typical skin images; None without an OOD check
+    not_skin: bool = False  # the OOD check says this is not a dermoscopic skin image
+    not_skin_reason: str = ""
+    tta: bool = False  # probabilities averaged over flips and a 180-degree rotation
 
     @property
     def label(self) -> str:
@@ -73,17 +84,38 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class Predictor:
-    """Loads a bundle once; predicts single images or batches."""
+def tta_views(batch: np.ndarray) -> np.ndarray:
+    """N x C x H x W -> 4N: the batch, its horizontal and vertical flips, its 180-degree turn.
 
-    def __init__(self, bundle: Bundle | str | Path, backend: str = "auto", threads: int = 0):
+    View-major: rows [v * N : (v + 1) * N] are view v, view 0 the unchanged batch.
+    """
+    return np.concatenate([batch, batch[..., ::-1], batch[..., ::-1, :], batch[..., ::-1, ::-1]])
+
+
+class Predictor:
+    """Loads a bundle once; predicts single images or batches.
+
+    `tta` sets the default for test-time augmentation; `ood=False` skips the bundle's
+    out-of-distribution check even when it has one.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        backend: str = "auto",
+        threads: int = 0,
+        tta: bool = False,
+        ood: bool = True,
+    ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.engine: Engine = make_engine(self.bundle, backend, threads)
         self.pre = self.bundle.preprocessing
+        self.tta = tta
         thresholds = self.bundle.thresholds
         self.uncertain_below = float(thresholds.get("uncertain_below", DEFAULT_UNCERTAIN))
         self.triage_at = float(thresholds.get("triage_malignant", DEFAULT_TRIAGE))
         self.malignant_mask = np.array(self.bundle.malignant)
+        self.ood: OodDetector | None = load_ood(self.bundle) if ood else None
 
     def prepare(self, source: ImageSource) -> np.ndarray:
         image = load_image(source, draft_size=(self.pre.width, self.pre.height))
@@ -95,9 +127,37 @@ class Predictor:
         metadata.validate(age, sex, site)
         return metadata.encode(age, sex, site)[None]
 
-    def probabilities(self, batch: np.ndarray, meta: np.ndarray | None = None) -> np.ndarray:
-        logits, _ = self.engine.run(batch, meta)
-        return softmax(logits, self.bundle.temperature)
+    def forward(
+        self, batch: np.ndarray, meta: np.ndarray | None = None, tta: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits, views x N x classes (1 view, or 4 with TTA), and view 0's feature map."""
+        tta = self.tta if tta is None else tta
+        n = len(batch)
+        if tta:
+            batch = tta_views(batch)
+            meta = None if meta is None else np.concatenate([meta] * 4)
+        logits, fmap = self.engine.run(batch, meta)
+        return logits.reshape(-1, n, logits.shape[-1]), fmap[:n]
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Views x N x classes logits -> N x classes probabilities (mean over views)."""
+        views = logits.reshape(-1, logits.shape[-1])
+        probs = softmax(views, self.bundle.temperature)
+        return probs.reshape(logits.shape).mean(axis=0)
+
+    def probabilities(
+        self, batch: np.ndarray, meta: np.ndarray | None = None, tta: bool | None = None
+    ) -> np.ndarray:
+        logits, _ = self.forward(batch, meta, tta)
+        return self.calibrated(logits)
+
+    def ood_check(
+        self, batch: np.ndarray, fmap: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+        """(OOD scores, not-skin flags, reasons) for preprocessed images, or None if no check."""
+        if self.ood is None:
+            return None
+        return self.ood.check(pooled(fmap), pixel_stats(batch, self.pre))
 
     def predict(
         self,
@@ -107,13 +167,16 @@ class Predictor:
         age: float | None = None,
         sex: str | None = None,
         site: str | None = None,
+        tta: bool | None = None,
     ) -> Prediction:
         t0 = time.perf_counter()
         x = self.prepare(source)[None]
         meta = self.meta_vector(age, sex, site)
+        tta = self.tta if tta is None else tta
         t1 = time.perf_counter()
-        logits, fmap = self.engine.run(x, meta)
-        probs = softmax(logits, self.bundle.temperature)[0]
+        logits, fmap = self.forward(x, meta, tta)
+        probs = self.calibrated(logits)[0]
+        ood = self.ood_check(x, fmap)
         t2 = time.perf_counter()
         heatmap = None
         if explain:
@@ -126,8 +189,15 @@ class Predictor:
                 (self.pre.height, self.pre.width),
             )
         t3 = time.perf_counter()
-        result = self.result(probs, top_k, str(source) if isinstance(source, str | Path) else "")
+        result = self.result(
+            probs,
+            top_k,
+            str(source) if isinstance(source, str | Path) else "",
+            ood_score=None if ood is None else float(ood[0][0]),
+            not_skin_reason="" if ood is None else ood[2][0],
+        )
         result.heatmap = heatmap
+        result.tta = tta
         result.timings_ms = {
             "preprocess": round((t1 - t0) * 1e3, 2),
             "inference": round((t2 - t1) * 1e3, 2),
@@ -135,7 +205,14 @@ class Predictor:
         }
         return result
 
-    def result(self, probs: np.ndarray, top_k: int = 3, source: str = "") -> Prediction:
+    def result(
+        self,
+        probs: np.ndarray,
+        top_k: int = 3,
+        source: str = "",
+        ood_score: float | None = None,
+        not_skin_reason: str = "",
+    ) -> Prediction:
         classes = self.bundle.classes
         order = np.argsort(-probs)[: max(1, min(top_k, len(classes)))]
         top = [
@@ -145,8 +222,11 @@ class Predictor:
             for i in order
         ]
         p_mal = float(probs[self.malignant_mask].sum())
-        uncertain = bool(probs.max() < self.uncertain_below)
-        if uncertain:
+        not_skin = bool(not_skin_reason)
+        uncertain = not_skin or bool(probs.max() < self.uncertain_below)
+        if not_skin:
+            triage = "not_skin"
+        elif uncertain:
             triage = "uncertain"
         else:
             triage = "malignant" if p_mal >= self.triage_at else "benign"
@@ -154,6 +234,11 @@ class Predictor:
             f"malignant if P(malignant classes) >= {self.triage_at:.3f}; "
             f"uncertain if top-1 probability < {self.uncertain_below:.3f}"
         )
+        if self.ood is not None:
+            rule += (
+                f"; not_skin (and uncertain) if OOD score > {self.ood.threshold:.2f}, "
+                f"a flat frame or pixel noise, checked first"
+            )
         return Prediction(
             classes=list(classes),
             probabilities=[float(p) for p in probs],
@@ -164,6 +249,9 @@ class Predictor:
             uncertain=uncertain,
             model_version=self.bundle.version,
             source=source,
+            ood_score=ood_score,
+            not_skin=not_skin,
+            not_skin_reason=not_skin_reason,
         )
 
 

@@ -44,7 +44,9 @@ def load_predictor(settings: Settings) -> Predictor:
     """The ONNX Runtime predictor (serving never needs PyTorch)."""
     check_model(settings.model)
     try:
-        predictor = Predictor(settings.model, backend="onnx", threads=settings.threads)
+        predictor = Predictor(
+            settings.model, backend="onnx", threads=settings.threads, tta=settings.tta
+        )
         # Warm up: read the head weights for heatmaps and let ONNX Runtime allocate now,
         # so the first request is as fast as the others.
         pre = predictor.pre

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     maps_query: str = "dermatologist"
     top_k: int = Field(3, ge=1, le=50)
     threads: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0: all cores
+    tta: bool = False  # average over flips and a 180-degree turn (4x the inference time)
     display_width: int = Field(480, ge=64, le=2048)  # width of the heatmap overlay PNG
 
     @field_validator("cors_origins", mode="before")

@@ -21,7 +21,7 @@ class ClassScore(BaseModel):
 
 
 class Triage(BaseModel):
-    result: str = Field(description="benign, malignant or uncertain")
+    result: str = Field(description="benign, malignant, uncertain, or not_skin (OOD check)")
     rule: str = Field(description="the thresholds that produced `result`")
     malignant_probability: float = Field(description="summed probability of malignant classes")
 
@@ -46,6 +46,10 @@ class PredictionOut(BaseModel):
     probabilities: dict[str, float] = Field(description="every class, in the model's order")
     triage: Triage
     uncertain: bool = Field(description="true when the top-1 probability is below threshold")
+    not_skin: bool = Field(False, description="the image does not look like dermoscopic skin")
+    not_skin_reason: str = ""
+    ood_score: float | None = Field(None, description="about 1 on typical skin images")
+    tta: bool = Field(False, description="probabilities averaged over flips and a rotation")
     heatmap: Heatmap | None = Field(
         None, description="null when explain=false, and always in GET (overlays are not stored)"
     )

@@ -10,6 +10,7 @@ import io
 import os
 import re
 import secrets
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +50,19 @@ def decode(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None) -> 
     """Upright 8-bit RGB; 415 for non-images, 413 over `max_pixels`, 400 when corrupt."""
     try:
         opened = Image.open(io.BytesIO(data), formats=FORMATS)
+        return load_image(opened, max_pixels=max_pixels, draft_size=draft_size)
     except UnidentifiedImageError:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             f"not an image (unrecognised format); send a {ACCEPTED} file",
         ) from None
-    try:
-        return load_image(opened, max_pixels=max_pixels, draft_size=draft_size)
     except ImageError as exc:
         raise image_error(exc) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        # A header cut short or malformed metadata: Pillow fails before or after `load`.
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"truncated or corrupt image ({exc})"
+        ) from None
 
 
 def keep(data: bytes, folder: Path, max_pixels: int) -> str:

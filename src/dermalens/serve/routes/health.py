@@ -10,7 +10,7 @@ from dermalens.serve.schemas import Status
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Status)
+@router.get("/healthz", response_model=Status, response_model_exclude_none=True)
 def healthz() -> Status:
     """The process is up."""
     return Status(status="ok")

@@ -66,9 +66,9 @@ def create_prediction(
     if consent:
         image_file = uploads.keep(data, settings.uploads_dir, settings.max_pixels)
         out.image_kept = True
-    crud.add_prediction(session, out, image_file)
     out.timings_ms["decode"] = round((decoded - t0) * 1e3, 2)
     out.timings_ms["total"] = round((time.perf_counter() - t0) * 1e3, 2)
+    crud.add_prediction(session, out, image_file)
     response.headers["Location"] = str(request.url_for("read_prediction", prediction_id=out.id))
     return out
 

@@ -7,6 +7,7 @@ const TRIAGE = {
   benign: "Likely benign",
   malignant: "Possibly malignant: refer",
   uncertain: "Uncertain: refer",
+  not_skin: "Not recognised as a skin image",
 };
 
 let chosen = null; // the File to analyse
@@ -29,7 +30,8 @@ function choose(file) {
   preview.alt = `Selected image: ${file.name}`;
   preview.hidden = false;
   $("drop-empty").hidden = true;
-  $("file-name").textContent = `${file.name} (${(file.size / 1e6).toFixed(1)} MB)`;
+  const size = file.size < 1e6 ? `${Math.ceil(file.size / 1e3)} kB` : `${(file.size / 1e6).toFixed(1)} MB`;
+  $("file-name").textContent = `${file.name} (${size})`;
   $("submit").disabled = false;
   showError("");
 }
@@ -82,7 +84,13 @@ function render(result) {
   badge.dataset.triage = result.triage.result;
   badge.textContent = TRIAGE[result.triage.result] || result.triage.result;
   badge.title = result.triage.rule;
-  $("uncertain").hidden = !result.uncertain;
+  const note = $("uncertain");
+  note.hidden = !result.uncertain;
+  note.textContent = result.not_skin
+    ? `This does not look like a dermoscopic skin image${result.not_skin_reason ? ` (${result.not_skin_reason})` : ""}; the classes below are unreliable.`
+    : "Low confidence: the model is unsure about this image.";
+  $("malignant-p").textContent = percent(result.triage.malignant_probability);
+  $("triage-rule").textContent = result.triage.rule;
   renderTop(result.top);
   $("viewer-photo").src = previewUrl;
   const heatmap = $("heatmap");

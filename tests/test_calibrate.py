@@ -1,0 +1,181 @@
+"""Temperature scaling, abstention and triage thresholds, TTA, and `calibrate_bundle` end to end."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import make_tiny_bundle
+from dermalens.bundle import load_bundle
+from dermalens.calibrate import (
+    calibrate_bundle,
+    choose_triage_threshold,
+    choose_uncertain_threshold,
+    decision_metrics,
+    fit_temperature,
+    nll,
+    risk_coverage,
+)
+from dermalens.evaluate import evaluate
+from dermalens.metrics import expected_calibration_error
+from dermalens.predict import Predictor, softmax, tta_views
+
+
+def sample_labels(logits: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    probs = softmax(logits)
+    return (probs.cumsum(axis=1) > rng.random((len(probs), 1))).argmax(axis=1)
+
+
+@pytest.fixture(scope="module")
+def overconfident():
+    """Labels drawn from softmax(true logits); the model reports 3x sharper logits."""
+    true = np.random.default_rng(1).normal(scale=1.5, size=(6000, 5))
+    return true * 3, sample_labels(true)
+
+
+def test_fit_temperature_recovers_known_temperature(overconfident):
+    logits, labels = overconfident
+    assert fit_temperature(logits, labels) == pytest.approx(3.0, rel=0.08)
+
+
+def test_fit_temperature_on_identical_views_matches_one_view(overconfident):
+    logits, labels = overconfident
+    views = np.stack([logits, logits])
+    assert fit_temperature(views, labels) == pytest.approx(fit_temperature(logits, labels))
+
+
+def test_calibration_lowers_ece_and_nll(overconfident):
+    logits, labels = overconfident
+    t = fit_temperature(logits, labels)
+    before, _ = expected_calibration_error(labels, softmax(logits))
+    after, _ = expected_calibration_error(labels, softmax(logits, t))
+    assert after < before / 3
+    assert nll(logits, labels, t) < nll(logits, labels, 1.0)
+
+
+@pytest.mark.parametrize("n_malignant", [1, 7, 20, 21, 100, 333])
+def test_triage_threshold_reaches_sensitivity_and_is_the_highest(n_malignant):
+    rng = np.random.default_rng(n_malignant)
+    is_mal = np.r_[np.ones(n_malignant, bool), np.zeros(400, bool)]
+    p_mal = np.clip(rng.normal(np.where(is_mal, 0.6, 0.3), 0.2), 0, 1)
+    t = choose_triage_threshold(p_mal, is_mal, 0.95)
+    assert (p_mal[is_mal] >= t).mean() >= 0.95
+    # the next malignant score above t misses one more: below target, so t is the highest
+    above = np.sort(p_mal[is_mal][p_mal[is_mal] >= t])
+    assert (p_mal[is_mal] >= above[0] + 1e-12).mean() < 0.95
+    assert not ((p_mal > t - 1e-12) & (p_mal < t + 1e-12)).any()  # no score sits on it
+
+
+def test_triage_threshold_needs_malignant_images():
+    with pytest.raises(ValueError, match="no malignant images"):
+        choose_triage_threshold(np.array([0.1, 0.2]), np.array([False, False]))
+
+
+def test_risk_coverage_counts_ties_together():
+    curve = risk_coverage(np.array([0.9, 0.8, 0.8, 0.5]), np.array([1, 1, 0, 0]))
+    assert curve["coverage"].tolist() == [0.25, 0.75, 1.0]
+    assert curve["selective_accuracy"].tolist() == pytest.approx([1.0, 2 / 3, 0.5])
+
+
+def test_uncertain_threshold_keeps_the_largest_coverage_meeting_the_target():
+    # 100 images; confidence i/100; the 30 least confident are wrong, the rest right
+    conf = np.arange(1, 101) / 100
+    correct = conf > 0.30
+    t = choose_uncertain_threshold(conf, correct, target=0.9, min_coverage=0.5)
+    kept = conf >= t
+    assert correct[kept].mean() >= 0.9
+    assert kept.sum() == 77  # 70 right / 77 kept = 0.909; 78 kept would be 0.897
+    # out of reach at 90% coverage: defer exactly 10%
+    t = choose_uncertain_threshold(conf, correct, target=0.99, min_coverage=0.9)
+    assert (conf >= t).sum() == 90
+
+
+def test_decision_metrics_counts_by_hand():
+    labels = np.array([0, 0, 1, 1])  # class 0 malignant
+    probs = np.array([[0.9, 0.1], [0.45, 0.55], [0.2, 0.8], [0.52, 0.48]])
+    out = decision_metrics(labels, probs, np.array([True, False]), 0.6, 0.4)
+    assert out["abstention"]["coverage"] == 0.5  # rows 0 and 2 are confident enough
+    assert out["abstention"]["selective_accuracy"] == 1.0
+    assert out["triage"]["sensitivity"] == 1.0  # both malignant rows have p >= 0.4
+    assert out["triage"]["specificity"] == 0.5  # row 3 (benign) is flagged
+    assert out["triage"]["benign_cleared"] == 0.5
+
+
+def test_predictor_marks_uncertain_below_the_bundle_threshold(tiny_bundle):
+    predictor = Predictor(tiny_bundle)
+    predictor.uncertain_below = 0.5
+    unsure = predictor.result(np.array([0.45, 0.3, 0.25, 0, 0, 0, 0]))
+    sure = predictor.result(np.array([0.55, 0.2, 0.25, 0, 0, 0, 0]))
+    assert (unsure.uncertain, unsure.triage) == (True, "uncertain")
+    assert sure.uncertain is False and sure.triage in ("malignant", "benign")
+
+
+def test_tta_views_and_flip_invariance(tiny_bundle, fixture_images):
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    views = tta_views(x)
+    assert views.shape == (8, 3, 4, 5)
+    assert np.array_equal(views[:2], x) and np.array_equal(views[6:], x[..., ::-1, ::-1])
+    predictor = Predictor(tiny_bundle, tta=True)
+    image = Image.open(fixture_images[0]).convert("RGB").resize((80, 64))
+    flipped = image.transpose(Image.FLIP_LEFT_RIGHT)
+    a, b = predictor.predict(image), predictor.predict(flipped)
+    assert a.tta is True
+    assert np.allclose(a.probabilities, b.probabilities, atol=1e-5)
+    plain = predictor.predict(image, tta=False)
+    assert plain.tta is False and not np.allclose(a.probabilities, plain.probabilities)
+
+
+def write_split(data_root, path):
+    """Lesion copies 0-1 of each class train, 2-3 val (the tiny HAM set has 4 per class)."""
+    meta = pd.read_csv(data_root / "metadata.csv")
+    copy = meta["image_id"].str.rsplit("_", n=1).str[1].astype(int)
+    split = pd.DataFrame(
+        {
+            "image_id": meta["image_id"],
+            "label": meta["dx"],
+            "group": meta["lesion_id"],
+            "split": np.where(copy < 2, "train", "val"),
+        }
+    )
+    split.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_calibrate_bundle_round_trip(backend, tiny_bundle, tiny_ham, tmp_path, fixture_images):
+    bundle_dir = tmp_path / "bundle"
+    if backend == "onnx":
+        shutil.copytree(tiny_bundle, bundle_dir)
+    else:  # as training leaves it: model.pt only
+        make_tiny_bundle(bundle_dir, onnx=False)
+    split = write_split(tiny_ham, tmp_path / "split.csv")
+    summary = calibrate_bundle(
+        bundle_dir, tiny_ham, split, out_dir=tmp_path / "cal", progress=False
+    )
+    json.dumps(summary)  # the CLI prints it
+
+    saved = json.loads((bundle_dir / "bundle.json").read_text())
+    assert saved["temperature"] == summary["calibration"]["temperature"] > 0
+    assert set(saved["thresholds"]) == {"uncertain_below", "triage_malignant", "ood_above"}
+    assert {"calibration", "abstention", "triage", "ood"} <= set(saved["metrics"])
+    assert saved["metrics"]["triage"]["sensitivity"] >= 0.95
+    assert len(saved["metrics"]["abstention"]["curve"]) == 20
+    assert saved["ood_sha256"] and (bundle_dir / "ood.npz").is_file()
+    for name in ("reliability-before.png", "reliability-after.png", "risk-coverage.png"):
+        assert (tmp_path / "cal" / name).stat().st_size > 1000
+
+    predictor = Predictor(bundle_dir)
+    assert predictor.uncertain_below == saved["thresholds"]["uncertain_below"]
+    assert predictor.triage_at == saved["thresholds"]["triage_malignant"]
+    assert predictor.ood is not None and predictor.ood.threshold == saved["thresholds"]["ood_above"]
+    result = predictor.predict(fixture_images[0])
+    assert result.ood_score is not None and "not_skin" in result.to_dict()
+
+    report = evaluate(bundle_dir, tiny_ham, "val", split, progress=False).metrics
+    assert report["decision"]["triage"]["sensitivity"] >= 0.95  # same images, same threshold
+    assert report["ood"]["n"] == 14
+    assert load_bundle(bundle_dir).temperature == saved["temperature"]

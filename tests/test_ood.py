@@ -1,0 +1,128 @@
+"""The out-of-distribution check: its maths on synthetic features, its pixel tests on real
+images, and its mechanics (fit, save, load, threshold) with the tiny random-init bundle."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from dermalens.bundle import BundleError, load_bundle
+from dermalens.data.loaders import load_dataset
+from dermalens.ood import (
+    OOD_FILE,
+    OodDetector,
+    choose_threshold,
+    fit_ood,
+    load_ood,
+    pixel_stats,
+    pooled,
+    save_ood,
+)
+from dermalens.predict import Predictor
+from dermalens.preprocess import Preprocessing, to_input
+
+skdata = pytest.importorskip("skimage.data")
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "page")
+
+
+def test_score_is_about_one_in_distribution_and_large_off_the_training_subspace():
+    rng = np.random.default_rng(0)
+    basis = rng.normal(size=(8, 40))  # skin features live near an 8-dim subspace
+    labels = rng.integers(0, 3, 600)
+    feats = (rng.normal(size=(600, 8)) + labels[:, None]) @ basis + 0.1 * rng.normal(size=(600, 40))
+    detector = fit_ood(feats[:400], labels[:400], dims=8)
+    held_out = detector.score(feats[400:])
+    assert 0.8 < np.median(held_out) < 1.3
+    odd = feats[400:410] + 3 * rng.normal(size=(10, 40))  # off the subspace
+    assert detector.score(odd).min() > np.quantile(held_out, 0.99)
+
+
+def test_pixel_stats_separate_flat_noise_and_real_images(fixture_images):
+    pre = Preprocessing(height=64, width=80)
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 80, 3), (200, 150, 120), np.uint8)
+    noise = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    real = [to_input(p, pre) for p in fixture_images]
+    real += [to_input(getattr(skdata, name)(), pre) for name in PHOTOS]
+    stats = pixel_stats(np.stack([to_input(flat, pre), to_input(noise, pre), *real]), pre)
+    assert stats[0, 0] < 1 and abs(stats[1, 1]) < 0.1
+    assert (stats[2:, 0] > 3).all() and (stats[2:, 1] > 0.5).all()  # no photo looks flat/noisy
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_bundle, tiny_ham, tmp_path_factory):
+    """The tiny bundle with an OOD check fitted on the tiny HAM set's features."""
+    target = tmp_path_factory.mktemp("ood") / "bundle"
+    shutil.copytree(tiny_bundle, target)
+    bundle = load_bundle(target)
+    predictor = Predictor(bundle, ood=False)
+    table = load_dataset(tiny_ham).table
+    _, fmap = predictor.forward(np.stack([predictor.prepare(p) for p in table["path"]]))
+    labels = table["label"].map(bundle.classes.index).to_numpy()
+    detector = fit_ood(pooled(fmap), labels, dims=8)
+    detector.threshold = choose_threshold(detector.score(pooled(fmap)), 0.99)
+    save_ood(bundle, detector)
+    bundle.save_description()
+    return target, detector
+
+
+def test_save_and_load_round_trip(fitted):
+    target, detector = fitted
+    loaded = load_ood(load_bundle(target))
+    assert isinstance(loaded, OodDetector)
+    assert loaded.threshold == detector.threshold == load_bundle(target).thresholds["ood_above"]
+    x = np.random.default_rng(0).normal(size=(3, detector.mean.shape[0]))
+    assert np.allclose(loaded.score(x), detector.score(x))
+
+
+def test_predictor_flags_flat_frames_and_noise(fitted):
+    predictor = Predictor(fitted[0])
+    for image, reason in (
+        (np.zeros((150, 200, 3), np.uint8), "flat frame"),
+        (np.full((150, 200, 3), 255, np.uint8), "flat frame"),
+        (np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8), "noise"),
+    ):
+        result = predictor.predict(image)
+        assert result.not_skin and result.uncertain and result.triage == "not_skin"
+        assert reason in result.not_skin_reason
+    assert "not_skin" in predictor.predict(np.zeros((9, 9, 3), np.uint8)).triage_rule
+
+
+def test_threshold_in_bundle_json_is_respected(fitted, fixture_images):
+    target, _ = fitted
+    score = Predictor(target).predict(fixture_images[0]).ood_score
+    bundle = load_bundle(target)
+    bundle.thresholds["ood_above"] = score * 0.99  # just below: rejected
+    rejected = Predictor(bundle).predict(fixture_images[0])
+    assert rejected.not_skin and "OOD score" in rejected.not_skin_reason
+    bundle.thresholds["ood_above"] = score * 1.01  # just above: accepted
+    accepted = Predictor(bundle).predict(fixture_images[0])
+    assert not accepted.not_skin and accepted.triage != "not_skin"
+    assert accepted.to_dict()["ood_score"] == pytest.approx(score)
+
+
+def test_photos_get_finite_scores(fitted):
+    # the tiny bundle is random-init, so only the mechanics are checked on photos here
+    predictor = Predictor(fitted[0])
+    scores = [predictor.predict(getattr(skdata, name)()).ood_score for name in PHOTOS]
+    assert np.isfinite(scores).all()
+
+
+def test_predictor_without_ood_file_has_no_score(tiny_bundle, fixture_images):
+    result = Predictor(tiny_bundle).predict(fixture_images[0])
+    assert result.ood_score is None and result.not_skin is False
+
+
+def test_tampered_ood_file_is_refused(fitted, tmp_path):
+    target = tmp_path / "bundle"
+    shutil.copytree(fitted[0], target)
+    data = bytearray((target / OOD_FILE).read_bytes())
+    data[-10] ^= 0xFF
+    (target / OOD_FILE).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="content hash does not match"):
+        Predictor(target)
+
+
+def test_unreadable_ood_file_says_so():
+    with pytest.raises(BundleError, match="not a readable OOD file"):
+        OodDetector.from_bytes(b"not an npz")
