@@ -281,7 +281,7 @@ def test_check_dataset_finds_every_problem(ham_root: Path) -> None:
     text = report.to_text()
     assert "Unreadable or truncated images: 2" in text
     assert "Exact duplicates: 1 groups, 1 spanning more than one lesion" in text
-    assert "Near duplicates (phash distance <= 4): 1 groups, 1 spanning" in text
+    assert "Near duplicates (phash and dhash distance <= 4): 1 groups, 1 spanning" in text
     assert "NOT OK" in text
 
 

@@ -121,7 +121,8 @@ def test_predictor_result_is_typed(tiny_bundle, fixture_images):
     assert result.top[0].probability >= result.top[1].probability >= result.top[2].probability
     assert abs(sum(result.probabilities) - 1) < 1e-6
     assert result.triage in ("benign", "malignant", "uncertain")
-    assert result.heatmap.shape == (64, 80) and 0 <= result.heatmap.min() <= result.heatmap.max() <= 1
+    assert result.heatmap.shape == (64, 80)
+    assert 0 <= result.heatmap.min() <= result.heatmap.max() <= 1
     data = result.to_dict()
     assert data["disclaimer"].startswith("Decision support only, not a diagnosis")
     assert data["model_version"] == result.model_version

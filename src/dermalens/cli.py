@@ -203,8 +203,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="start the web page and REST API")
     s.add_argument("--model")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", help="default $DERMALENS_HOST or 127.0.0.1")
+    s.add_argument("--port", type=int, help="default $DERMALENS_PORT or 8000")
     s.set_defaults(func=_serve)
 
     s = sub.add_parser("info", help="print a bundle's description")

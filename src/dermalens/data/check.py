@@ -61,13 +61,17 @@ def quick_problems(table: pd.DataFrame) -> set[str]:
     return bad
 
 
-def image_phash(path: str | Path) -> int:
-    """64-bit perceptual hash of an image file; ImageError if it does not decode."""
+def image_phash(path: str | Path) -> tuple[int, int]:
+    """64-bit perceptual (DCT) and difference hashes of an image file; ImageError if it does
+    not decode. Near duplicates must be close in both: phash alone pairs many distinct
+    moles that are just a dark spot on plain skin (48 cross-lesion groups in HAM10000 at
+    distance 4, against 6 with both hashes)."""
     try:
         import imagehash
     except ImportError as exc:  # an optional dependency (dermalens[train])
         raise ImportError("near-duplicate search needs imagehash: pip install imagehash") from exc
-    return int(str(imagehash.phash(load_image(path, draft_size=PHASH_DRAFT))), 16)
+    image = load_image(path, draft_size=PHASH_DRAFT)
+    return int(str(imagehash.phash(image)), 16), int(str(imagehash.dhash(image)), 16)
 
 
 def _popcount(values: np.ndarray) -> np.ndarray:
@@ -84,10 +88,11 @@ def near_pairs(hashes: list[int], threshold: int, block: int = 256) -> list[tupl
     for 10k hashes, so no index structure is needed at dataset sizes we meet.
     """
     h = np.array(hashes, dtype=np.uint64)
+    h = h[:, None] if h.ndim == 1 else h  # one column per hash kind; all must be close
     pairs = []
     for start in range(0, len(h), block):
         rows = h[start : start + block]
-        dist = _popcount(rows[:, None] ^ h[None, :])
+        dist = _popcount(rows[:, None, :] ^ h[None, :, :]).max(axis=-1)
         i, j = np.nonzero(dist <= threshold)
         i += start
         keep = i < j
@@ -148,7 +153,7 @@ class CheckReport:
         )
         lines += _listed([_ids(g) for g in self.exact_duplicates])
         lines.append(
-            f"Near duplicates (phash distance <= {self.near_threshold}): "
+            f"Near duplicates (phash and dhash distance <= {self.near_threshold}): "
             f"{len(self.near_duplicates)} groups, {self.near_cross_lesion} spanning more "
             "than one lesion"
         )

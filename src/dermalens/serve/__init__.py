@@ -1,6 +1,6 @@
 """The web service: REST API under /api/v1, a web page at /, OpenAPI docs at /docs.
 
-    dermalens serve --model models/default          (the CLI calls `run`)
+    dermalens serve [--model BUNDLE]     (the CLI calls `run`; default: the bundled model)
     uvicorn --factory dermalens.serve.app:create_app
 
 Serving needs NumPy, Pillow, ONNX Runtime and the `serve` extras, never PyTorch.
@@ -17,7 +17,7 @@ def run(
     """Start the service with uvicorn and block until it stops.
 
     Arguments left as None come from DERMALENS_* environment variables, then the defaults
-    (127.0.0.1:8000, models/default). `overrides` are other `Settings` fields, e.g.
+    (127.0.0.1:8000, the bundled model). `overrides` are other `Settings` fields, e.g.
     `api_token="..."`; an unknown name raises ValueError naming it.
     """
     import uvicorn

@@ -13,13 +13,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dermalens.imageio import MAX_PIXELS
 
-REPO = Path(__file__).resolve().parents[3]  # src/dermalens/serve/config.py -> repository root
-
 
 def default_model() -> Path:
-    """models/default in the working directory, else in the repository this code runs from."""
-    here = Path.cwd() / "models" / "default"
-    return here if here.is_dir() else REPO / "models" / "default"
+    """The bundled default model (or $DERMALENS_MODEL, which pydantic-settings reads too)."""
+    from dermalens.bundle import default_model_path
+
+    return default_model_path()
 
 
 def default_data_dir() -> Path:

@@ -79,6 +79,20 @@ def read_prediction(prediction: StoredPredictionDep) -> PredictionOut:
     return PredictionOut.model_validate(prediction.result)
 
 
+def correct_label(body: FeedbackIn, predicted: str) -> str | None:
+    """The verdict's class code, lower-cased; 422 naming `correct_label` when it does not fit."""
+    label = (body.correct_label or "").strip().lower() or None
+    if label is not None and label not in CLASSES:
+        message = f"{label!r} is not a class code; use one of {sorted(CLASSES)}"
+    elif not body.agree and label is None:
+        message = "required when agree is false"
+    elif body.agree and label not in (None, predicted):
+        message = f"{label!r} contradicts agree=true (the prediction was {predicted!r})"
+    else:
+        return label
+    raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"correct_label: {message}")
+
+
 @router.post(
     "/{prediction_id}/feedback",
     status_code=status.HTTP_201_CREATED,
@@ -88,21 +102,5 @@ def create_feedback(
     prediction: StoredPredictionDep, body: FeedbackIn, session: SessionDep
 ) -> FeedbackOut:
     """Record a clinician's verdict: agree, or the correct class, with an optional note."""
-    label = (body.correct_label or "").strip().lower() or None
-    if label is not None and label not in CLASSES:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"correct_label: {label!r} is not a class code; use one of {sorted(CLASSES)}",
-        )
-    if not body.agree and label is None:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "correct_label: required when agree is false",
-        )
-    if body.agree and label not in (None, prediction.label):
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"correct_label: {label!r} contradicts agree=true "
-            f"(the prediction was {prediction.label!r})",
-        )
+    label = correct_label(body, prediction.label)
     return crud.add_feedback(session, prediction, body.model_copy(update={"correct_label": label}))
