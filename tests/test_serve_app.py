@@ -98,10 +98,10 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     assert "t0k" not in repr(settings)
 
 
-def test_default_model_is_models_default(monkeypatch, tmp_path):
+def test_default_model_is_the_bundled_one(monkeypatch, tmp_path):
     monkeypatch.delenv("DERMALENS_MODEL", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert Settings().model.parts[-2:] == ("models", "default")
+    assert Settings().model.parts[-3:] == ("dermalens", "bundled", "default")
 
 
 def test_unknown_setting_is_rejected_with_a_suggestion():

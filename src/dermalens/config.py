@@ -48,6 +48,7 @@ class TrainConfig:
     balance: str = "loss"  # loss (inverse-frequency weights) | sampler | none
     balance_power: float = 0.5  # weights = (1 / frequency) ** power; 1 = fully balanced
     patience: int = 4  # early stopping: epochs without val balanced-accuracy gain
+    calibrate: bool = True  # fit temperature, thresholds and the OOD check on val at the end
     # augmentation
     augment: bool = True  # flips, 90-degree turns, scale/crop, colour jitter
     scale: tuple[float, float] = (0.75, 1.0)  # random-resized-crop area range

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from dermalens.augment import Augment
-from dermalens.bundle import Bundle, atomic_write_text, now
+from dermalens.bundle import Bundle, atomic_write_text, load_bundle, now
 from dermalens.config import ConfigError, TrainConfig, config_from_dict
 from dermalens.data.check import quick_problems
 from dermalens.data.loaders import load_dataset
@@ -109,6 +109,7 @@ class Run:
     def _data(self) -> None:
         cfg = self.cfg
         dataset = load_dataset(cfg.data)
+        self.source = dataset.source
         if cfg.classes:
             dataset = dataset.subset(cfg.classes)
         split_csv = self.dir / "split.csv"
@@ -307,12 +308,26 @@ class Run:
             self.cfg,
             self.weight_source,
             history=state["history"],
+            source=self.source,
         )
+        if self.cfg.calibrate:
+            from dermalens.calibrate import calibrate_bundle
+
+            calibrate_bundle(
+                bundle.path,
+                self.cfg.data,
+                self.dir / "split.csv",
+                "val",
+                self.dir / "calibration",
+                progress=self.cfg.progress,
+            )
+            bundle = load_bundle(bundle.path)
         if len(self.parts["test"]):
             result = evaluate_table(
                 bundle, self.parts["test"], self.dir / "eval-test", progress=self.cfg.progress
             )
-            bundle.metrics = {"test": result.metrics_brief(), "split_seed": self.cfg.split_seed}
+            bundle.metrics["test"] = result.metrics_brief()
+            bundle.metrics["split_seed"] = self.cfg.split_seed
             bundle.info["evaluated"] = now()
             bundle.save_description()
             print(f"test: {summary(result.metrics)}", flush=True)
