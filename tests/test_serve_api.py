@@ -297,7 +297,10 @@ def test_health_and_readiness(client):
 
 
 def test_openapi_docs(client):
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/swagger-ui/swagger-ui-bundle.js" in page.text  # served locally, no CDN
+    assert client.get("/swagger-ui/swagger-ui-bundle.js").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {
         "/api/v1/predictions",

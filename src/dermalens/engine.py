@@ -137,10 +137,40 @@ class TorchEngine(Engine):
         )
 
 
-def make_engine(bundle: Bundle, backend: str = "auto", threads: int = 0) -> Engine:
-    """ONNX Runtime when the bundle has an ONNX file (or asked), else PyTorch."""
+class TorchBf16Engine(TorchEngine):
+    """PyTorch with bfloat16 autocast (oneDNN uses AVX-512 BF16 or AMX where the CPU has
+    them); logits and features come back as float32."""
+
+    name = "torch-bf16"
+
+    def run(self, batch, meta=None):
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = x.contiguous(memory_format=torch.channels_last)
+        m = torch.from_numpy(meta.astype(np.float32)) if meta is not None else None
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            fmap = self.model.features(x)
+            logits = self.model.classify(fmap, m)
+        return logits.float().numpy(), fmap.float().numpy()
+
+
+def make_engine(
+    bundle: Bundle, backend: str = "auto", threads: int = 0, precision: str = "fp32"
+) -> Engine:
+    """ONNX Runtime when the bundle has an ONNX file (or asked), else PyTorch.
+
+    `precision` other than "fp32" serves one of the bundle's accepted variants (see
+    `dermalens.quantize`): "int8", "bf16", or "auto" for the fastest accepted one (the
+    plain model when none is accepted). A rejected or missing variant is an error.
+    """
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"backend {backend!r} not in ('auto', 'onnx', 'torch')")
+    if precision != "fp32" and backend != "torch":
+        from dermalens.quantize import select_variant, variant_engine
+
+        chosen = select_variant(bundle, precision)
+        if chosen is not None:
+            return variant_engine(bundle, chosen, threads=threads)
     if backend == "onnx" or (backend == "auto" and bundle.has(ONNX)):
         if not bundle.has(ONNX):
             raise BundleError(f"{bundle.path}: no {ONNX}; run `dermalens export {bundle.path}`")

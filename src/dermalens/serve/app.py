@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Skin-lesion classification from dermoscopic images.",
         description=DISCLAIMER,
         lifespan=lifespan,
+        docs_url=None if _swagger_assets() else "/docs",
     )
     app.state.settings = settings
     errors.install(app)
@@ -94,4 +96,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if _swagger_assets():
+        _offline_docs(app, _swagger_assets())
     return app
+
+
+def _swagger_assets() -> Path | None:
+    """Swagger UI files from the swagger-ui-bundle package, so /docs works offline."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return Path(swagger_ui_bundle.swagger_ui_path)
+
+
+def _offline_docs(app: FastAPI, assets: Path) -> None:
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app.mount("/swagger-ui", StaticFiles(directory=assets), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="dermalens API",
+            swagger_js_url="/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+        )

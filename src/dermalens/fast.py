@@ -1,0 +1,159 @@
+"""Faster inference without changing the model's answers: graph work done once, offline.
+
+    python -c "from dermalens.fast import optimise_bundle; optimise_bundle('runs/x/bundle')"
+
+- `freeze_pads`: TF-style "same" padding (EfficientNet-Lite from timm) is exported as a
+  chain of Shape / Gather / Ceil / Sub / Pad nodes evaluated on every call. The input's
+  height and width are fixed by the bundle, so the pads are constants: computing them once
+  removes about 200 small nodes and lets ONNX Runtime fuse each Pad into its Conv.
+- `optimise_onnx`: ONNX Runtime's graph optimisations, saved to a file so a session
+  loads the finished graph instead of re-optimising at every start.
+- `session_options`: the thread settings used everywhere (one place to change them).
+- `normalise_into`: the preprocessing arithmetic of `preprocess.normalise`, written into
+  a preallocated batch row (no float HWC copy, no transposed copy); bit-identical to it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dermalens.preprocess import Preprocessing
+
+SAVED_LEVEL = "extended"  # offline level: "all" adds layout changes tied to this CPU's ISA
+
+
+def cores() -> int:
+    """CPU cores this process may use (the affinity mask, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def session_options(threads: int = 0, level: str = "all", spinning: bool = True):
+    """ORT session options: `threads` intra-op threads (0: every core), one inter-op thread.
+
+    `spinning=False` makes idle ORT threads sleep at once instead of busy-waiting, which
+    leaves the CPU to image-decoding threads running beside the model.
+    """
+    import onnxruntime as ort
+
+    levels = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    if level not in levels:
+        raise ValueError(f"optimisation level {level!r} not in {list(levels)}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = levels[level]
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def freeze_pads(src: str | Path, dst: str | Path, height: int, width: int) -> int:
+    """Replace computed Pad amounts by constants for a fixed input size; returns how many.
+
+    The pads are read from a run at batch 1 and batch 2 and must agree (they may depend
+    on height and width only); nodes left without consumers are removed.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    constant = {i.name for i in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output
+    }
+    pads = [n for n in graph.node if n.op_type == "Pad" and n.input[1] not in constant]
+    if pads:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        for node in pads:
+            probe.graph.output.append(onnx.ValueInfoProto(name=node.input[1]))
+        session = ort.InferenceSession(
+            probe.SerializeToString(),
+            session_options(level="none"),
+            providers=["CPUExecutionProvider"],
+        )
+        names = [node.input[1] for node in pads]
+        values = []
+        for batch in (1, 2):
+            feeds = {
+                i.name: np.zeros(
+                    [batch, *[d if isinstance(d, int) else 1 for d in i.shape[1:]]],
+                    np.float32,
+                )
+                for i in session.get_inputs()
+            }
+            feeds["image"] = np.zeros((batch, 3, height, width), np.float32)
+            values.append(session.run(names, feeds))
+        for node, a, b in zip(pads, *values):
+            if not np.array_equal(a, b):
+                raise ValueError(f"{node.name}: pads depend on the batch size; cannot freeze")
+            name = f"{node.name}/frozen_pads"
+            graph.initializer.append(numpy_helper.from_array(a.astype(np.int64), name))
+            node.input[1] = name
+        _drop_dead_nodes(graph)
+    onnx.save(model, str(dst))
+    return len(pads)
+
+
+def _drop_dead_nodes(graph) -> None:
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    used = needed
+    live = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+
+
+def optimise_onnx(
+    src: str | Path, dst: str | Path, height: int, width: int, level: str = SAVED_LEVEL
+) -> Path:
+    """Freeze pads, then save ONNX Runtime's optimised graph (at `level`) to `dst`."""
+    import onnx
+    import onnxruntime as ort
+
+    dst = Path(dst)
+    with tempfile.TemporaryDirectory(prefix="dermalens-opt-") as tmp:
+        frozen = Path(tmp) / "frozen.onnx"
+        freeze_pads(src, frozen, height, width)
+        options = session_options(level=level)
+        options.optimized_model_filepath = str(dst)
+        ort.InferenceSession(str(frozen), options, providers=["CPUExecutionProvider"])
+    # ORT drops the model's metadata when it writes the optimised graph; copy it back.
+    source, saved = onnx.load(str(src), load_external_data=False), onnx.load(str(dst))
+    del saved.metadata_props[:]
+    saved.metadata_props.extend(source.metadata_props)
+    onnx.save(saved, str(dst))
+    return dst
+
+
+def normalise_into(image: Image.Image, pre: Preprocessing, out: np.ndarray) -> np.ndarray:
+    """Write `preprocess.normalise(image, pre)` into `out` (float32, 3 x H x W) in place.
+
+    Same float32 operations in the same order ((x - mean) / std), so the values are equal
+    bit for bit; only the intermediate copies are gone.
+    """
+    pixels = np.asarray(image).transpose(2, 0, 1)  # uint8 CHW view, no copy
+    np.subtract(pixels, np.asarray(pre.mean, np.float32)[:, None, None], out=out)
+    np.divide(out, np.asarray(pre.std, np.float32)[:, None, None], out=out)
+    return out
