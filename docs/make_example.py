@@ -1,6 +1,6 @@
 """Draw docs/example.png: an image, its heatmap and the top classes from a bundle.
 
-    python docs/make_example.py [BUNDLE] [IMAGE]
+python docs/make_example.py [BUNDLE] [IMAGE]
 """
 
 from __future__ import annotations

@@ -161,11 +161,12 @@ def make_engine(
 
     `precision` other than "fp32" serves one of the bundle's accepted variants (see
     `dermalens.quantize`): "int8", "bf16", or "auto" for the fastest accepted one (the
-    plain model when none is accepted). A rejected or missing variant is an error.
+    plain model when none is accepted). A rejected or missing variant is an error; a
+    variant brings its own backend (int8 and fp32 ONNX Runtime, bf16 PyTorch).
     """
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"backend {backend!r} not in ('auto', 'onnx', 'torch')")
-    if precision != "fp32" and backend != "torch":
+    if precision != "fp32":
         from dermalens.quantize import select_variant, variant_engine
 
         chosen = select_variant(bundle, precision)

@@ -106,9 +106,11 @@ class Predictor:
         threads: int = 0,
         tta: bool = False,
         ood: bool = True,
+        precision: str = "fp32",
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.engine: Engine = make_engine(self.bundle, backend, threads)
+        # precision: "fp32" (model.onnx), a variant name, or "auto" (see dermalens.quantize)
+        self.engine: Engine = make_engine(self.bundle, backend, threads, precision)
         self.pre = self.bundle.preprocessing
         self.tta = tta
         thresholds = self.bundle.thresholds

@@ -1,0 +1,168 @@
+"""Write MODEL_CARD.md and the README's numbers block from a bundle's own bundle.json.
+
+    python docs/make_model_card.py [BUNDLE] [RUN_FOLDER]
+
+Every number comes from the bundle (test part of its lesion-grouped split, calibration on
+the validation part), so the card cannot drift from the model it describes.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from dermalens.bundle import default_model_path, load_bundle
+from dermalens.taxonomy import display_name
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- numbers:begin -->", "<!-- numbers:end -->"
+
+
+def fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def headline(bundle) -> str:
+    t = bundle.metrics["test"]
+    cfg = bundle.train_config
+    return (
+        f"Test part of the lesion-grouped split (split seed {cfg.get('split_seed')}, "
+        f"{t['n']} images, no lesion shared with training or validation):\n\n"
+        "| accuracy | balanced accuracy | macro F1 | macro AUC | ECE (calibrated) |\n"
+        "|---|---|---|---|---|\n"
+        f"| {fmt(t['accuracy'])} | {fmt(t['balanced_accuracy'])} | {fmt(t['macro_f1'])} "
+        f"| {fmt(t['macro_auc'])} | {fmt(t['ece'])} |\n\n"
+        "Reproduce (about 1 minute; the split CSV of the training run is in the run folder):\n\n"
+        "```bash\n"
+        "dermalens train name=ham-lite0-s0 epochs=12 bf16=True     # about 1.5 h on 2 cores\n"
+        "dermalens evaluate runs/ham-lite0-s0/bundle ../shared/data/ham10000 --split test \\\n"
+        "    --split-file runs/ham-lite0-s0/split.csv\n"
+        "```\n"
+    )
+
+
+def per_class(bundle) -> str:
+    rows = [
+        "| class | name | precision | recall | F1 | AUC | test images |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for code, m in bundle.metrics["test"]["per_class"].items():
+        rows.append(
+            f"| {code} | {display_name(code)} | {fmt(m['precision'])} | {fmt(m['recall'])} "
+            f"| {fmt(m['f1'])} | {fmt(m['auc'])} | {m['support']} |"
+        )
+    return "\n".join(rows)
+
+
+def operating_points(bundle) -> str:
+    cal = bundle.metrics.get("calibration", {})
+    th = bundle.thresholds
+    lines = [f"- Temperature: {bundle.temperature:.3f} (fitted on validation NLL)."]
+    if cal:
+        before, after = cal.get("ece_before"), cal.get("ece_after")
+        lines.append(
+            f"- Validation ECE before / after temperature scaling: {fmt(before)} / {fmt(after)}."
+        )
+    if "uncertain_below" in th:
+        ab = bundle.metrics.get("abstention", {}).get("chosen", {})
+        lines.append(
+            f'- "Uncertain" below top-1 probability {th["uncertain_below"]:.3f}'
+            + (
+                f": on validation, coverage {fmt(ab.get('coverage'))} with selective accuracy "
+                f"{fmt(ab.get('selective_accuracy'))}."
+                if ab
+                else "."
+            )
+        )
+    if "triage_malignant" in th:
+        tr = bundle.metrics.get("triage", {})
+        lines.append(
+            f'- Triage "malignant" (mel, bcc, akiec) when P(malignant) >= '
+            f"{th['triage_malignant']:.3f}: chosen on validation for sensitivity >= 0.95"
+            + (
+                f" (validation sensitivity {fmt(tr.get('sensitivity'))}, specificity "
+                f"{fmt(tr.get('specificity'))})."
+                if tr
+                else "."
+            )
+        )
+    return "\n".join(lines)
+
+
+def card(bundle) -> str:
+    info = bundle.info.get("card", {})
+    cfg = bundle.train_config
+    return f"""# Model card: dermalens default model
+
+`{bundle.version}`: {cfg.get("model")} fine-tuned from ImageNet weights
+({bundle.info.get("weight_source")}) on HAM10000 dermoscopic images, 7 classes,
+{bundle.preprocessing.width}x{bundle.preprocessing.height} input.
+
+## Intended use
+
+{info.get("intended_use", "")}
+
+Not for: {info.get("not_for", "")}
+
+## Data and licence
+
+Training data: the development portion of HAM10000 in `../shared/data/ham10000` (8,788 images
+at 200x150; 1,227 images of 1,149 lesions are held back by the data's owners for an independent
+benchmark and were never seen). Split by lesion (`lesion_id`) into train / val / test
+({", ".join(str(x) for x in cfg.get("split_fractions", []))}), stratified by class, seed
+{cfg.get("split_seed")}; two byte-identical duplicate images were excluded from training.
+
+Tschandl P., Rosendahl C., Kittler H. The HAM10000 dataset, a large collection of multi-source
+dermatoscopic images of common pigmented skin lesions. Sci. Data 5, 180161 (2018).
+Licence of the data, **inherited by this model**: {info.get("data_licence", "")}.
+
+## Results on the test part
+
+{headline(bundle)}
+{per_class(bundle)}
+
+## Calibration, abstention and triage (chosen on validation)
+
+{operating_points(bundle)}
+
+## Training
+
+{cfg.get("epochs")} epochs max (early stopping on validation balanced accuracy, patience
+{cfg.get("patience")}), AdamW lr {cfg.get("lr")} with {cfg.get("warmup_epochs")} warm-up epoch
+and {cfg.get("schedule")} decay, batch {cfg.get("batch_size")}, label smoothing
+{cfg.get("label_smoothing")}, class balancing by {cfg.get("balance")} (power
+{cfg.get("balance_power")}), flips / 90-degree turns / scale-crop / colour jitter, bfloat16
+autocast={cfg.get("bf16")}, on a 2-core CPU. The full config is in `bundle.json`.
+
+## Known limits
+
+- {info.get("limits", "")}
+- Seven HAM10000 classes only; anything else (e.g. squamous cell carcinoma, inflammatory
+  disease) is forced into one of them. The out-of-distribution check rejects obvious
+  non-skin images, not unseen skin diseases.
+- Numbers come from one split seed of one dataset; the held-back HAM10000 lesions and other
+  datasets (other devices, clinics, skin types) are unmeasured.
+- Decision support only, never a diagnosis.
+"""
+
+
+def main(bundle_path: Path) -> None:
+    bundle = load_bundle(bundle_path)
+    (ROOT / "MODEL_CARD.md").write_text(card(bundle))
+    readme = (ROOT / "README.md").read_text()
+    block = (
+        f"{BEGIN}\n{headline(bundle)}\nPer-class numbers: [MODEL_CARD.md](MODEL_CARD.md).\n{END}"
+    )
+    if BEGIN in readme:
+        readme = re.sub(
+            re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme, flags=re.S
+        )
+    else:
+        readme = readme.replace("MODEL_NUMBERS_PLACEHOLDER", block)
+    (ROOT / "README.md").write_text(readme)
+    print("wrote MODEL_CARD.md and the README numbers")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else default_model_path())

@@ -1,0 +1,52 @@
+"""Golden tests of the committed default model, through its own preprocessing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+from dermalens.bundle import default_model_path, load_bundle
+from dermalens.cli import main
+from dermalens.predict import Predictor
+
+GOLDEN = json.loads((FIXTURES / "golden_default.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(default_model_path())
+
+
+def test_bundle_is_complete_and_self_describing(bundle):
+    assert bundle.classes == GOLDEN["classes"]
+    assert bundle.version == GOLDEN["model_version"]
+    assert bundle.has("model.onnx") and bundle.has("model.pt")
+    assert bundle.preprocessing.height == 150 and bundle.preprocessing.width == 200
+    assert bundle.temperature > 0
+    assert 0 < bundle.thresholds["triage_malignant"] < 1
+    test = bundle.metrics["test"]
+    assert test["n"] > 1000  # evaluated on the held-out part of the lesion-grouped split
+    assert bundle.info["onnx_check"]["top1_agreement"] == 1.0
+    assert "not a diagnosis" in bundle.info["card"]["intended_use"].lower()
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN["probabilities"]))
+def test_onnx_probabilities_match_the_golden_record(bundle, name):
+    result = Predictor(bundle, backend="onnx").predict(FIXTURES / "ham" / name)
+    np.testing.assert_allclose(result.probabilities, GOLDEN["probabilities"][name], atol=1e-4)
+
+
+def test_pytorch_weights_agree_with_onnx(bundle, fixture_images):
+    onnx_p = Predictor(bundle, backend="onnx")
+    torch_p = Predictor(bundle, backend="torch")  # float16 weights, computed in float32
+    for path in fixture_images:
+        a, b = onnx_p.predict(path).probabilities, torch_p.predict(path).probabilities
+        assert np.abs(np.subtract(a, b)).max() < 0.01
+        assert np.argmax(a) == np.argmax(b)
+
+
+def test_readme_main_command(capsys):
+    assert main(["predict", str(FIXTURES / "ham" / "ISIC_0024310.jpg")]) == 0
+    out = capsys.readouterr().out
+    assert "triage:" in out and "not a diagnosis" in out
