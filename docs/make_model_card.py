@@ -65,7 +65,7 @@ def operating_points(bundle) -> str:
             f"- Validation ECE before / after temperature scaling: {fmt(before)} / {fmt(after)}."
         )
     if "uncertain_below" in th:
-        ab = bundle.metrics.get("abstention", {}).get("chosen", {})
+        ab = bundle.metrics.get("abstention", {})
         lines.append(
             f'- "Uncertain" below top-1 probability {th["uncertain_below"]:.3f}'
             + (
@@ -87,6 +87,9 @@ def operating_points(bundle) -> str:
                 else "."
             )
         )
+    ood = bundle.metrics.get("ood", {})
+    if ood:
+        lines.append(f"- Out-of-distribution check (\"not a dermoscopic skin image\"): {ood}")
     return "\n".join(lines)
 
 

@@ -38,6 +38,7 @@ class OnnxEngine(Engine):
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         model = path or str(bundle.file(ONNX))
+        self.model_path = model
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -160,14 +161,14 @@ def make_engine(
     """ONNX Runtime when the bundle has an ONNX file (or asked), else PyTorch.
 
     `precision` other than "fp32" serves one of the bundle's accepted variants (see
-    `dermalens.quantize`): "int8", "bf16", or "auto" for the fastest accepted one (the
+    `dermalens.variants`): "int8", "bf16", or "auto" for the fastest accepted one (the
     plain model when none is accepted). A rejected or missing variant is an error; a
     variant brings its own backend (int8 and fp32 ONNX Runtime, bf16 PyTorch).
     """
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"backend {backend!r} not in ('auto', 'onnx', 'torch')")
     if precision != "fp32":
-        from dermalens.quantize import select_variant, variant_engine
+        from dermalens.variants import select_variant, variant_engine
 
         chosen = select_variant(bundle, precision)
         if chosen is not None:

@@ -9,8 +9,8 @@
 - `optimise_onnx`: ONNX Runtime's graph optimisations, saved to a file so a session
   loads the finished graph instead of re-optimising at every start.
 - `session_options`: the thread settings used everywhere (one place to change them).
-- `normalise_into`: the preprocessing arithmetic of `preprocess.normalise`, written into
-  a preallocated batch row (no float HWC copy, no transposed copy); bit-identical to it.
+- `normalise_into` / `normalise_fast`: the arithmetic of `preprocess.normalise`, bit for
+  bit, channel-first and into a preallocated batch row: ~0.1 ms instead of ~1 ms.
 """
 
 from __future__ import annotations
@@ -147,6 +147,16 @@ def optimise_onnx(
     return dst
 
 
+def normalise_fast(image: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """`preprocess.normalise`, bit for bit, about ten times faster.
+
+    The arithmetic runs channel-first: NumPy broadcasting over a last axis of length 3
+    (HWC) takes ~0.6 ms for a 200x150 image, over contiguous planes ~0.06 ms.
+    """
+    out = np.empty((3, image.height, image.width), np.float32)
+    return normalise_into(image, pre, out)
+
+
 def normalise_into(image: Image.Image, pre: Preprocessing, out: np.ndarray) -> np.ndarray:
     """Write `preprocess.normalise(image, pre)` into `out` (float32, 3 x H x W) in place.
 
@@ -157,3 +167,43 @@ def normalise_into(image: Image.Image, pre: Preprocessing, out: np.ndarray) -> n
     np.subtract(pixels, np.asarray(pre.mean, np.float32)[:, None, None], out=out)
     np.divide(out, np.asarray(pre.std, np.float32)[:, None, None], out=out)
     return out
+
+
+class SplitEngine:
+    """Several single-threaded engines, each running a slice of the batch in its own
+    thread. On few cores this can beat one engine with intra-op threads, which must meet
+    at every layer; a batch of one runs on the first engine alone."""
+
+    name = "split"
+
+    def __init__(self, engines: list):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.engines = engines
+        self.bundle = engines[0].bundle
+        self.pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="split")
+
+    def run(self, batch: np.ndarray, meta: np.ndarray | None = None):
+        parts = min(len(self.engines), len(batch))
+        if parts == 1:
+            return self.engines[0].run(batch, meta)
+        edges = np.linspace(0, len(batch), parts + 1).astype(int)
+        jobs = [
+            self.pool.submit(engine.run, batch[a:b], None if meta is None else meta[a:b])
+            for engine, a, b in zip(self.engines, edges[:-1], edges[1:])
+        ]
+        outs = [job.result() for job in jobs]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+    def head(self):
+        return self.engines[0].head()
+
+
+def split_engine(engine, parts: int = 0) -> SplitEngine:
+    """`parts` (0: one per core) single-threaded copies of an ONNX Runtime engine."""
+    from dermalens.engine import OnnxEngine
+
+    if not isinstance(engine, OnnxEngine):
+        raise TypeError(f"only ONNX Runtime engines can be split, not {type(engine).__name__}")
+    copies = [OnnxEngine(engine.bundle, 1, path=engine.model_path) for _ in range(parts or cores())]
+    return SplitEngine(copies)

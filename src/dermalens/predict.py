@@ -109,7 +109,7 @@ class Predictor:
         precision: str = "fp32",
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        # precision: "fp32" (model.onnx), a variant name, or "auto" (see dermalens.quantize)
+        # precision: "fp32" (model.onnx), a variant name, or "auto" (see dermalens.variants)
         self.engine: Engine = make_engine(self.bundle, backend, threads, precision)
         self.pre = self.bundle.preprocessing
         self.tta = tta

@@ -1,0 +1,422 @@
+"""Speed and agreement of every inference variant of a bundle, side by side, in one run.
+
+    python benchmarks/speed.py runs/x/bundle ../shared/data/ham10000 \
+        --split-file runs/x/split.csv --out benchmarks/results/speed.json
+
+Variants: PyTorch eager (channels_last) fp32 and bf16 autocast; ONNX Runtime fp32
+(`model.onnx`), its offline-optimised graph, the same on one single-threaded session per
+core (`SplitEngine`), the bundle's int8 variant and any int8 configurations named with
+`--int8` (built here, calibrated on `--calib` training-split images). Timings alternate
+between variants in `--rounds` rounds so drift in the machine hits all of them alike.
+
+Per variant and batch size (1 and 32): images/s, p50 / p99 latency of one call, the
+ratio to the fp32 compute roofline; per variant: peak memory (a fresh process running
+it), model file size, top-1 agreement and max |dp| against ONNX Runtime fp32 and
+balanced accuracy on the held-out (`--split`) images, and `Predictor.predict()` latency
+of one JPEG including decoding (with and without the heatmap). Finally the streaming
+folder pipeline (`dermalens.batch.predict_folder`) over the held-out images, from disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dermalens.bundle import ONNX, Bundle, load_bundle, now
+from dermalens.fast import SplitEngine, cores
+from dermalens.predict import softmax
+from dermalens.quantize import Int8Config, batches
+from dermalens.variants import FILES, MAX_PROB_DIFF, TOP1_MIN, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BATCHES = (1, 32)
+
+
+@dataclass
+class Variant:
+    name: str
+    kind: str  # "torch" | "torch-bf16" | "ort" | "split"
+    path: Path | None = None  # ONNX file for ort / split
+    note: str = ""
+    results: dict = field(default_factory=dict)
+
+
+def make_engine(bundle: Bundle, v: Variant):
+    from dermalens.engine import OnnxEngine, TorchBf16Engine, TorchEngine
+
+    if v.kind == "torch":
+        return TorchEngine(bundle)
+    if v.kind == "torch-bf16":
+        return TorchBf16Engine(bundle)
+    if v.kind == "ort":
+        return OnnxEngine(bundle, path=str(v.path))
+    return SplitEngine([OnnxEngine(bundle, 1, path=str(v.path)) for _ in range(cores())])
+
+
+def held_out(data: str, split_file: Path, split: str):
+    from dermalens.data.loaders import load_dataset
+    from dermalens.data.splits import load_split
+
+    table = load_split(load_dataset(data), split_file)
+    return table[table["split"] == split].reset_index(drop=True), table[table["split"] == "train"]
+
+
+def build_int8(bundle: Bundle, configs: dict[str, Int8Config], calib: list, tmp: Path) -> list:
+    from dermalens.quantize import calibrate, prepare_for_int8, quantize_int8
+
+    pre = bundle.preprocessing
+    prepared = prepare_for_int8(bundle.file(ONNX), tmp / "prep.onnx", pre.height, pre.width)
+    variants, caches = [], {}
+    for name, config in configs.items():
+        cache = caches.get(config.calibration)
+        if cache is None:  # one calibration pass per method, shared by formats
+            cache = caches[config.calibration] = tmp / f"ranges-{config.calibration}.json"
+            start = time.perf_counter()
+            calibrate(prepared, batches(calib, bundle), config, cache)
+            print(f"calibrated {config.calibration} in {time.perf_counter() - start:.0f} s")
+        dst = tmp / f"int8-{name}.onnx"
+        quantize_int8(prepared, dst, cache, config, pre.height, pre.width)
+        variants.append(Variant(f"ORT int8 {name}", "ort", dst, f"{len(calib)} calib images"))
+    return variants
+
+
+def outputs(engine, images: np.ndarray, temperature: float) -> np.ndarray:
+    probs = [
+        softmax(engine.run(images[i : i + 32])[0], temperature) for i in range(0, len(images), 32)
+    ]
+    return np.concatenate(probs)
+
+
+def time_calls(engine, x: np.ndarray, seconds: float) -> list[float]:
+    laps, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        engine.run(x)
+        laps.append(time.perf_counter() - start)
+    return laps
+
+
+def predict_latency(
+    bundle: Bundle, engine, files: list[Path], explain: bool, n: int, lean: bool = False
+) -> float:
+    """Median ms of `Predictor.predict(jpeg)`, decoding included; `lean` swaps in
+    `fast.normalise_fast` (bit-identical) for `preprocess.normalise`."""
+    from unittest import mock
+
+    from dermalens.fast import normalise_fast
+    from dermalens.predict import Predictor
+
+    predictor = Predictor(bundle, backend="onnx" if bundle.has(ONNX) else "auto")
+    predictor.engine = engine
+    laps = []
+    with mock.patch("dermalens.predict.normalise", normalise_fast) if lean else nullcontext():
+        for f in files[:5]:
+            predictor.predict(f, explain=explain)
+        for i in range(n):
+            start = time.perf_counter()
+            predictor.predict(files[i % len(files)], explain=explain)
+            laps.append(time.perf_counter() - start)
+    return float(np.median(laps) * 1e3)
+
+
+def flops_per_image(path: Path, height: int, width: int) -> float:
+    """2 x multiply-accumulates of every Conv and Gemm, from the graph at batch 1."""
+    import onnx
+    from onnx import shape_inference
+
+    from dermalens.fast import freeze_pads
+
+    with tempfile.TemporaryDirectory() as tmp:
+        freeze_pads(path, Path(tmp) / "f.onnx", height, width)
+        model = onnx.load(str(Path(tmp) / "f.onnx"))
+    for inp in model.graph.input:
+        inp.type.tensor_type.shape.dim[0].dim_value = 1
+    model = shape_inference.infer_shapes(model)
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
+    }
+    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    total = 0.0
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            w, y = shapes[n.input[1]], shapes[n.output[0]]
+            total += 2 * np.prod(y) * np.prod(w[1:])
+        elif n.op_type in ("Gemm", "MatMul"):
+            a, y = shapes[n.input[0]], shapes[n.output[0]]
+            total += 2 * np.prod(y) * a[-1]
+    return float(total)
+
+
+def sgemm_gflops(seconds: float = 2.0) -> float:
+    """Measured fp32 matrix-multiply rate of this machine (NumPy's BLAS, all cores)."""
+    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    a @ a
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ a
+        done += 1
+    return 2 * 2048**3 * done / (time.perf_counter() - start) / 1e9
+
+
+def peak_memory_mb(model: str, v: Variant) -> float | None:
+    """Peak resident memory of a fresh process that loads the variant and runs batch 32."""
+    cmd = [sys.executable, __file__, "--probe", v.kind, str(v.path or ""), model]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def probe(kind: str, path: str, model: str) -> None:
+    bundle = load_bundle(model)
+    engine = make_engine(bundle, Variant("probe", kind, Path(path) if path else None))
+    pre = bundle.preprocessing
+    x = np.zeros((32, 3, pre.height, pre.width), np.float32)
+    for _ in range(3):
+        engine.run(x)
+    status = Path("/proc/self/status").read_text()
+    kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    print(kb / 1024)
+
+
+def collect_variants(bundle: Bundle, args, calib: list, tmp: Path) -> list[Variant]:
+    from dermalens.fast import optimise_onnx
+
+    pre = bundle.preprocessing
+    opt = bundle.file(FILES["fp32"])
+    if not opt.is_file():
+        opt = optimise_onnx(bundle.file(ONNX), tmp / "opt.onnx", pre.height, pre.width)
+    out = [
+        Variant("PyTorch eager fp32", "torch", bundle.file("model.pt"), "channels_last"),
+        Variant("PyTorch bf16 autocast", "torch-bf16", bundle.file("model.pt")),
+        Variant("ORT fp32", "ort", bundle.file(ONNX), "model.onnx as exported"),
+        Variant("ORT fp32 optimised", "ort", opt, "pads frozen, graph saved offline"),
+        Variant("ORT fp32 optimised, split", "split", opt, f"{cores()} sessions x 1 thread"),
+    ]
+    if bundle.has(FILES["int8"]):
+        rec = bundle.info.get("variants", {}).get("int8", {})
+        out.append(
+            Variant(
+                "ORT int8 (bundle)", "ort", bundle.file(FILES["int8"]), str(rec.get("config", ""))
+            )
+        )
+        out.append(Variant("ORT int8 (bundle), split", "split", bundle.file(FILES["int8"])))
+    if args.int8:
+        out += build_int8(bundle, {n: Int8Config.from_name(n) for n in args.int8}, calib, tmp)
+    for item in args.onnx:
+        name, _, path = item.partition("=")
+        out.append(Variant(f"ORT {name}", "ort", Path(path)))
+        out.append(Variant(f"ORT {name}, split", "split", Path(path), f"{cores()} x 1 thread"))
+    return [v for v in out if v.kind not in ("torch", "torch-bf16") or bundle.has("model.pt")]
+
+
+def agreement_rows(variants: list[Variant], engines: dict, images, labels, temperature) -> None:
+    """Top-1 agreement and max |dp| against ORT fp32, and balanced accuracy, per variant."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    reference = outputs(engines["ORT fp32"], images, temperature)
+    for v in variants:
+        probs = outputs(engines[v.name], images, temperature)
+        top1 = float((probs.argmax(1) == reference.argmax(1)).mean())
+        worst = float(np.abs(probs - reference).max())
+        v.results = {
+            "top1_agreement": top1,
+            "max_abs_prob_diff": worst,
+            "meets_threshold": top1 >= TOP1_MIN and worst <= MAX_PROB_DIFF,
+            "balanced_accuracy": float(balanced_accuracy_score(labels, probs.argmax(1))),
+            "size_mb": v.path.stat().st_size / 2**20 if v.path else None,
+        }
+
+
+def speed_rows(variants, engines, images, seconds: float, rounds: int, roofline: float) -> None:
+    """Images/s and per-call latency at each batch size, variants alternating per round."""
+    laps: dict = {(v.name, b): [] for v in variants for b in BATCHES}
+    for _ in range(rounds):
+        for v in variants:
+            for b in BATCHES:
+                x = np.ascontiguousarray(np.resize(images, (b, *images.shape[1:])))
+                engines[v.name].run(x)  # warm
+                laps[v.name, b] += time_calls(engines[v.name], x, seconds)
+    for v in variants:
+        for b in BATCHES:
+            t = np.array(laps[v.name, b])
+            rate = b * len(t) / t.sum()
+            v.results[f"batch{b}"] = {
+                "images_per_s": rate,
+                "p50_ms": float(np.percentile(t, 50) * 1e3),
+                "p99_ms": float(np.percentile(t, 99) * 1e3),
+                "roofline_ratio": rate / roofline,
+            }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", nargs="?")
+    p.add_argument("data", nargs="?", default=str(ROOT.parent / "shared" / "data" / "ham10000"))
+    p.add_argument("--split-file", type=Path, help="default: split.csv beside the bundle")
+    p.add_argument("--split", default="test", help="held-out part of the split")
+    p.add_argument("--int8", nargs="*", default=[], help="extra int8 configs, e.g. entropy-qdq")
+    p.add_argument("--onnx", nargs="*", default=[], help="more ONNX files: NAME=PATH")
+    p.add_argument("--calib", type=int, default=512, help="calibration images (train split)")
+    p.add_argument("--seconds", type=float, default=2.0, help="per variant, batch and round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--latency-calls", type=int, default=200)
+    p.add_argument("--ghz", type=float, default=2.7, help="clock for the roofline")
+    p.add_argument("--flop-per-cycle", type=float, default=64, help="per core, fp32")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
+    p.add_argument("--probe", nargs=2, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.probe:
+        probe(args.probe[0], args.probe[1], args.model)
+        return 0
+    bundle = load_bundle(args.model)
+    split_file = args.split_file or bundle.path.parent / "split.csv"
+    table, train = held_out(args.data, split_file, args.split)
+    table = table[table["label"].isin(bundle.classes)].reset_index(drop=True)
+    files = [Path(f) for f in table["path"]]
+    labels = table["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
+    calib = list(train["path"].sample(min(args.calib, len(train)), random_state=0))
+    images = np.concatenate(list(batches(files, bundle, 64)))
+    pre = bundle.preprocessing
+    flops = flops_per_image(bundle.file(ONNX), pre.height, pre.width)
+    roofline = cores() * args.ghz * 1e9 * args.flop_per_cycle / flops
+    print(f"{len(files)} held-out images; {flops / 1e9:.3f} GFLOP/image; roofline {roofline:.0f}/s")
+    report = {
+        "created": now(),
+        "machine": machine(),
+        "model": bundle.version,
+        "held_out": {"split_file": str(split_file), "split": args.split, "images": len(files)},
+        "gflop_per_image": flops / 1e9,
+        "roofline_images_per_s": roofline,
+        "roofline_assumes": f"{cores()} cores x {args.ghz} GHz x {args.flop_per_cycle} FLOP/cycle",
+        "sgemm_gflops_measured": sgemm_gflops(),
+        "thresholds": {"top1_agreement": TOP1_MIN, "max_abs_prob_diff": MAX_PROB_DIFF},
+        "variants": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="dermalens-speed-") as tmp:
+        variants = collect_variants(bundle, args, calib, Path(tmp))
+        engines = {v.name: make_engine(bundle, v) for v in variants}
+        agreement_rows(variants, engines, images, labels, bundle.temperature)
+        speed_rows(variants, engines, images, args.seconds, args.rounds, roofline)
+        jpegs = files[:50]
+        for v in variants:
+            for key, explain, lean in (
+                ("predict_p50_ms", False, False),
+                ("predict_heatmap_p50_ms", True, False),
+                ("predict_lean_p50_ms", False, True),
+                ("predict_lean_heatmap_p50_ms", True, True),
+            ):
+                v.results[key] = predict_latency(
+                    bundle, engines[v.name], jpegs, explain, args.latency_calls, lean
+                )
+            v.results["peak_rss_mb"] = peak_memory_mb(str(bundle.path), v)
+            report["variants"].append({"name": v.name, "kind": v.kind, "note": v.note, **v.results})
+            print(row(report["variants"][-1]), flush=True)
+        report["folder"] = folder_throughput(bundle, variants, files)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(markdown(report))
+    print(f"written {args.out}")
+    return 0
+
+
+def folder_throughput(bundle: Bundle, variants: list[Variant], files: list[Path]) -> list[dict]:
+    """`predict_folder` over the held-out files, from disk, with the fastest ONNX variant
+    that meets the thresholds, on one session and split over the cores."""
+    from dermalens.batch import predict_folder
+    from dermalens.engine import OnnxEngine
+    from dermalens.predict import Predictor
+
+    ok = [v for v in variants if v.results["meets_threshold"] and v.kind in ("ort", "split")]
+    best = max(ok, key=lambda v: v.results["batch32"]["images_per_s"])
+    bench = best.results["batch32"]["images_per_s"]
+    predictor = Predictor(bundle, backend="onnx")
+    predictor.engine = OnnxEngine(bundle, path=str(best.path))
+    out = []
+    for sessions in (1, cores()):
+        start = time.perf_counter()
+        items = predict_folder(predictor, files, progress=False, sessions=sessions)
+        n = sum(1 for item in items if item.prediction)
+        rate = n / (time.perf_counter() - start)
+        out.append(
+            {
+                "file": best.path.name,
+                "benchmark_variant": best.name,
+                "sessions": sessions,
+                "images": n,
+                "images_per_s": rate,
+                "share_of_benchmark": rate / bench,
+            }
+        )
+    return out
+
+
+def row(r: dict) -> str:
+    b1, b32 = r["batch1"], r["batch32"]
+    cells = [
+        r["name"],
+        f"{b1['images_per_s']:.0f}",
+        f"{b1['p50_ms']:.2f} / {b1['p99_ms']:.2f}",
+        f"{b32['images_per_s']:.0f}",
+        f"{b32['p50_ms']:.1f} / {b32['p99_ms']:.1f}",
+        f"{b32['roofline_ratio']:.2f}",
+        f"{r['predict_p50_ms']:.2f} / {r['predict_heatmap_p50_ms']:.2f}",
+        f"{r['predict_lean_p50_ms']:.2f} / {r['predict_lean_heatmap_p50_ms']:.2f}",
+        f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "?",
+        f"{r['size_mb']:.1f}" if r["size_mb"] else "-",
+        f"{100 * r['top1_agreement']:.2f}",
+        f"{r['max_abs_prob_diff']:.4f}",
+        f"{r['balanced_accuracy']:.4f}",
+        "yes" if r["meets_threshold"] else "**no**",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = [
+    "variant",
+    "b1 img/s",
+    "b1 p50 / p99 ms",
+    "b32 img/s",
+    "b32 p50 / p99 ms",
+    "b32 / roofline",
+    "predict() p50 ms (+heatmap)",
+    "same, lean normalise",
+    "peak RSS MB",
+    "size MB",
+    "top-1 agree %",
+    "max abs dp",
+    "bal. acc",
+    "meets 0.99 / 0.02",
+]
+
+
+def markdown(report: dict) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += [row(r) for r in report["variants"]]
+    for f in report.get("folder") or []:
+        lines.append(
+            f"\nFolder pipeline ({f['file']}, {f['sessions']} session(s), {f['images']} images "
+            f"from disk): {f['images_per_s']:.0f} images/s = "
+            f"{100 * f['share_of_benchmark']:.0f} % of {f['benchmark_variant']} at batch 32."
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Batch prediction over files and folders, streamed: decoding overlaps the model.
+
+    from dermalens.batch import predict_folder
+    for item in predict_folder(Predictor(bundle), ["scans/"]):
+        print(item.path, item.prediction.label if item.prediction else item.error)
+
+Decoder threads (one per core by default) read and preprocess images into batch arrays;
+a bounded queue holds at most `prefetch` batches, so memory stays flat however large the
+folder; the model runs on one batch while the next ones decode (Pillow, NumPy and ONNX
+Runtime all release the GIL). Results come back in input order; an unreadable image
+yields an item with `error` set instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dermalens.fast import cores, normalise_into, split_engine
+from dermalens.imageio import ImageError, load_image
+from dermalens.predict import Prediction, Predictor, iter_images
+from dermalens.preprocess import Preprocessing, resize
+
+_DONE = object()  # end-of-stream marker on the queue
+
+
+@dataclass
+class FolderItem:
+    path: Path
+    prediction: Prediction | None = None
+    error: str = ""  # why the image could not be used (prediction is None then)
+
+
+def _decode_into(path: Path, pre: Preprocessing, out: np.ndarray) -> None:
+    """`Predictor.prepare(path)`, written straight into `out` (one batch row)."""
+    image = load_image(path, draft_size=(pre.width, pre.height))
+    normalise_into(resize(image, pre), pre, out)
+
+
+def _produce(
+    files: Sequence[Path],
+    pre: Preprocessing,
+    pool: ThreadPoolExecutor,
+    batch_size: int,
+    out: queue.Queue,
+    stop: threading.Event,
+) -> None:
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        array = np.empty((len(chunk), 3, pre.height, pre.width), np.float32)
+        jobs = [pool.submit(_decode_into, p, pre, array[i]) for i, p in enumerate(chunk)]
+        while not stop.is_set():  # put, but give up when the consumer has gone
+            try:
+                out.put((chunk, array, jobs), timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if stop.is_set():
+            return
+    out.put(_DONE)
+
+
+def _errors(jobs: list[Future]) -> list[str]:
+    errors = []
+    for job in jobs:
+        exc = job.exception()
+        if exc is not None and not isinstance(exc, ImageError):
+            raise exc
+        errors.append(str(exc) if exc is not None else "")
+    return errors
+
+
+def predict_folder(
+    predictor: Predictor,
+    paths: Sequence[str | Path],
+    batch_size: int = 32,
+    workers: int = 0,
+    prefetch: int = 3,
+    top_k: int = 3,
+    progress: bool = True,
+    sessions: int = 1,
+) -> Iterator[FolderItem]:
+    """Predict every image in `paths` (files and folders, recursively), in order.
+
+    `workers` decoder threads (0: one per core), at most `prefetch` decoded batches
+    waiting. `sessions` > 1 runs each batch as that many slices on single-threaded ONNX
+    Runtime sessions (see `fast.SplitEngine`). Metadata is not used (unknown for every
+    image); TTA follows `predictor.tta`.
+    """
+    files = iter_images(list(paths))
+    if sessions > 1:
+        predictor = copy.copy(predictor)  # the caller's predictor keeps its engine
+        predictor.engine = split_engine(predictor.engine, sessions)
+    pre = predictor.pre
+    jobs: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
+    with ThreadPoolExecutor(max_workers=workers or cores(), thread_name_prefix="decode") as pool:
+        producer = threading.Thread(
+            target=_produce, args=(files, pre, pool, batch_size, jobs, stop), daemon=True
+        )
+        producer.start()
+        try:
+            while (item := jobs.get()) is not _DONE:
+                chunk, array, futures = item
+                yield from _predict_chunk(predictor, chunk, array, _errors(futures), top_k)
+                bar.update(len(chunk))
+        finally:
+            stop.set()  # the caller may stop early: let the producer end
+            producer.join()
+            bar.close()
+
+
+def _predict_chunk(
+    predictor: Predictor, chunk: list[Path], array: np.ndarray, errors: list[str], top_k: int
+) -> Iterator[FolderItem]:
+    ok = [i for i, e in enumerate(errors) if not e]
+    results: dict[int, Prediction] = {}
+    if ok:
+        batch = array if len(ok) == len(chunk) else array[ok]
+        logits, fmap = predictor.forward(batch)  # metadata unknown: the engine fills it in
+        probs = predictor.calibrated(logits)
+        ood = predictor.ood_check(batch, fmap)
+        for j, i in enumerate(ok):
+            results[i] = predictor.result(
+                probs[j],
+                top_k,
+                str(chunk[i]),
+                ood_score=None if ood is None else float(ood[0][j]),
+                not_skin_reason="" if ood is None else ood[2][j],
+            )
+            results[i].tta = bool(predictor.tta)
+    for i, path in enumerate(chunk):
+        yield FolderItem(path, results.get(i), errors[i])
