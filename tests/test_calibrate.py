@@ -165,6 +165,8 @@ def test_calibrate_bundle_round_trip(backend, tiny_bundle, tiny_ham, tmp_path, f
     assert saved["metrics"]["triage"]["sensitivity"] >= 0.95
     assert len(saved["metrics"]["abstention"]["curve"]) == 20
     assert saved["ood_sha256"] and (bundle_dir / "ood.npz").is_file()
+    probes = saved["metrics"]["ood"]["probes_rejected"]  # random-init model: only the frames
+    assert int(probes.split("/")[0]) >= 3 and int(probes.split("/")[1]) >= 4
     for name in ("reliability-before.png", "reliability-after.png", "risk-coverage.png"):
         assert (tmp_path / "cal" / name).stat().st_size > 1000
 

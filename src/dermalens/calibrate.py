@@ -273,7 +273,7 @@ def _triage(probs, labels, classes: list[str], malignant: np.ndarray, targets: T
 
 def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, progress) -> tuple:
     from dermalens.evaluate import ood_rates, run_table
-    from dermalens.ood import choose_threshold, fit_ood
+    from dermalens.ood import choose_threshold, fit_ood, pixel_stats, pooled, probe_images
 
     index = {c: i for i, c in enumerate(predictor.bundle.classes)}
     if fit is not None:
@@ -291,6 +291,10 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
     val_features, val_pixels = val_run.features[val_run.ok], val_run.pixels[val_run.ok]
     detector.threshold = choose_threshold(detector.score(val_features), targets.ood_quantile)
     _, not_skin, _ = detector.check(val_features, val_pixels)
+    probes = probe_images()
+    batch = np.stack([predictor.prepare(image) for image in probes.values()])
+    _, fmap = predictor.forward(batch, tta=False)
+    _, caught, _ = detector.check(pooled(fmap), pixel_stats(batch, predictor.pre))
     report = {
         "rule": (
             f"not skin if a flat frame (pixel std < {detector.min_pixel_std:g}), pixel noise "
@@ -301,6 +305,9 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
         "dims": detector.dims,
         "fitted_on": fitted_on,
         "val_false_reject": ood_rates(not_skin, val_labels, predictor.bundle.classes),
+        # photos, documents, noise and blank frames (`ood.probe_images`) called "not skin"
+        "probes_rejected": f"{int(caught.sum())}/{len(caught)}",
+        "probes_missed": [name for name, hit in zip(probes, caught) if not hit],
     }
     return detector, report
 

@@ -1,6 +1,6 @@
 """Faster inference without changing the model's answers: graph work done once, offline.
 
-    python -c "from dermalens.fast import optimise_bundle; optimise_bundle('runs/x/bundle')"
+    python -m dermalens.variants runs/x/bundle fp32 --data DATA --split-file runs/x/split.csv
 
 - `freeze_pads`: TF-style "same" padding (EfficientNet-Lite from timm) is exported as a
   chain of Shape / Gather / Ceil / Sub / Pad nodes evaluated on every call. The input's

@@ -173,6 +173,31 @@ def fit_ood(features: np.ndarray, labels: np.ndarray, dims: int = 64) -> OodDete
     )
 
 
+def probe_images() -> dict[str, np.ndarray]:
+    """Images that are not dermoscopic skin: photos and a document page from scikit-image
+    (when installed), a rendered text page, pixel noise and blank frames."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    page = Image.new("RGB", (600, 450), "white")
+    draw = ImageDraw.Draw(page)
+    for line in range(20):
+        draw.text((30, 20 + 21 * line), f"Invoice 2024-{line:03d}  total due: EUR {97 * line}.00")
+    out = {
+        "rendered text": np.asarray(page),
+        "noise": rng.integers(0, 256, (450, 600, 3), dtype=np.uint8),
+        "black frame": np.zeros((450, 600, 3), np.uint8),
+        "white frame": np.full((450, 600, 3), 255, np.uint8),
+    }
+    try:
+        from skimage import data
+    except ImportError:
+        return out
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "page", "text", "coins"):
+        out[name] = getattr(data, name)()
+    return out
+
+
 def choose_threshold(scores: np.ndarray, quantile: float = 0.99) -> float:
     """Score above which an image is not skin: the `quantile` of held-out skin scores."""
     return float(np.quantile(np.asarray(scores, np.float64), quantile))
