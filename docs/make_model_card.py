@@ -93,7 +93,13 @@ def operating_points(bundle) -> str:
         )
     ood = bundle.metrics.get("ood", {})
     if ood:
-        lines.append(f"- Out-of-distribution check (\"not a dermoscopic skin image\"): {ood}")
+        fr = ood.get("val_false_reject", {})
+        worst = max(fr.get("per_class", {}).items(), key=lambda kv: kv[1], default=("-", 0))
+        lines.append(
+            f"- \"Not a dermoscopic skin image\": {ood.get('rule')}. False-reject rate on "
+            f"validation skin images: {fr.get('rejected', 0):.1%} of {fr.get('n')} "
+            f"(highest for {worst[0]}: {worst[1]:.0%})."
+        )
     return "\n".join(lines)
 
 
