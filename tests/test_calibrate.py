@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import make_tiny_bundle
 from dermalens.bundle import load_bundle
 from dermalens.calibrate import (
+    balanced_sample,
     calibrate_bundle,
     choose_triage_threshold,
     choose_uncertain_threshold,
@@ -127,6 +128,13 @@ def test_tta_views_and_flip_invariance(tiny_bundle, fixture_images):
     assert np.allclose(a.probabilities, b.probabilities, atol=1e-5)
     plain = predictor.predict(image, tta=False)
     assert plain.tta is False and not np.allclose(a.probabilities, plain.probabilities)
+
+
+def test_balanced_sample_gives_rare_classes_all_they_have():
+    table = pd.DataFrame({"label": ["nv"] * 50 + ["mel"] * 20 + ["df"] * 3})
+    counts = balanced_sample(table, 30).value_counts("label").to_dict()
+    assert counts == {"df": 3, "mel": 13, "nv": 14}
+    assert len(balanced_sample(table, 1000)) == 73
 
 
 def write_split(data_root, path):

@@ -271,6 +271,22 @@ def _triage(probs, labels, classes: list[str], malignant: np.ndarray, targets: T
     }
 
 
+def balanced_sample(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """Up to `n` rows with shares per class as equal as the class sizes allow.
+
+    The OOD model is fitted on it so that rare classes (df, vasc) shape the feature
+    subspace too; fitted on a plain sample, nv dominates and rare lesions look "not skin".
+    """
+    sizes = table["label"].value_counts()
+    order = sorted(sizes.index, key=lambda c: (sizes[c], c))
+    parts, left = [], n
+    for i, label in enumerate(order):
+        take = min(int(sizes[label]), left // (len(order) - i))
+        parts.append(table[table["label"] == label].sample(take, random_state=seed))
+        left -= take
+    return pd.concat(parts)
+
+
 def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, progress) -> tuple:
     from dermalens.evaluate import ood_rates, run_table
     from dermalens.ood import choose_threshold, fit_ood, pixel_stats, pooled, probe_images
@@ -279,11 +295,11 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
     if fit is not None:
         fit = fit[fit["label"].isin(predictor.bundle.classes)]
     if fit is not None and len(fit):
-        fit = fit.sample(min(len(fit), targets.ood_fit_images), random_state=targets.seed)
+        fit = balanced_sample(fit, targets.ood_fit_images, targets.seed)
         fit_run = run_table(predictor, fit, progress=progress, tta=False)
         features = fit_run.features[fit_run.ok]
         labels = fit["label"].map(index).to_numpy()[fit_run.ok]
-        fitted_on = f"{len(features)} training images"
+        fitted_on = f"{len(features)} training images, classes balanced as far as possible"
     else:  # no training part: fit and threshold on the same images (optimistic)
         features, labels = val_run.features[val_run.ok], val_labels
         fitted_on = f"{len(features)} validation images (no training part given)"
