@@ -50,3 +50,21 @@ def test_readme_main_command(capsys):
     assert main(["predict", str(FIXTURES / "ham" / "ISIC_0024310.jpg")]) == 0
     out = capsys.readouterr().out
     assert "triage:" in out and "not a diagnosis" in out
+
+
+def test_not_skin_answers_for_blank_noise_and_a_photo(bundle, fixture_images):
+    from PIL import Image
+
+    skimage_data = pytest.importorskip("skimage.data")
+    predictor = Predictor(bundle)
+    rng = np.random.default_rng(0)
+    others = {
+        "blank": Image.new("RGB", (200, 150), (128, 128, 128)),
+        "noise": Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)),
+        "astronaut": Image.fromarray(skimage_data.astronaut()),
+    }
+    for name, image in others.items():
+        result = predictor.predict(image)
+        assert result.not_skin and result.triage == "not_skin", name
+    rejected = [p.name for p in fixture_images if predictor.predict(p).not_skin]
+    assert len(rejected) <= 1, rejected  # ~1% false rejects on skin images (vasc is worst)
