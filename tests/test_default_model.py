@@ -68,3 +68,8 @@ def test_not_skin_answers_for_blank_noise_and_a_photo(bundle, fixture_images):
         assert result.not_skin and result.triage == "not_skin", name
     rejected = [p.name for p in fixture_images if predictor.predict(p).not_skin]
     assert len(rejected) <= 1, rejected  # ~1% false rejects on skin images (vasc is worst)
+
+
+def test_predict_reports_a_bad_file_and_exits_nonzero(capsys):
+    assert main(["predict", str(FIXTURES / "ham" / "ATTRIBUTION.md")]) == 1
+    assert "ATTRIBUTION.md: not an image (unrecognised format)" in capsys.readouterr().err

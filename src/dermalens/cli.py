@@ -24,19 +24,21 @@ EPILOG = "Decision support only, never a diagnosis."
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from dermalens.imageio import ImageError
+    from dermalens.batch import predict_folder
     from dermalens.predict import DISCLAIMER, Predictor, iter_images
 
-    predictor = Predictor(args.model or default_model_path(), backend=args.backend)
+    predictor = Predictor(
+        args.model or default_model_path(), backend=args.backend, precision=args.precision
+    )
     rows, failed = [], 0
-    for path in iter_images(args.paths):
-        try:
-            result = predictor.predict(path, top_k=args.top_k)
-        except ImageError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+    paths = iter_images(args.paths)
+    progress = sys.stderr.isatty() and len(paths) > 32
+    for item in predict_folder(predictor, paths, top_k=args.top_k, progress=progress):
+        if item.error:
+            print(f"error: {item.error}", file=sys.stderr)
             failed += 1
-            continue
-        rows.append(result)
+        else:
+            rows.append(item.prediction)
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     elif args.format == "csv":
@@ -164,6 +166,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=3)
     s.add_argument("--format", choices=("table", "json", "csv"), default="table")
     s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    s.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "int8", "bf16"),
+        default="fp32",
+        help="auto: the fastest variant whose recorded agreement passed",
+    )
     s.set_defaults(func=_predict)
 
     s = sub.add_parser("train", help="train a model: [config.json|yaml] key=value ...")
@@ -184,6 +192,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--check-images", nargs="*", help="images or folders to compare on")
     s.add_argument("--half-weights", action="store_true", help="store model.pt in float16")
+    s.add_argument(
+        "--precision",
+        nargs="+",
+        choices=("fp32", "int8", "bf16"),
+        default=[],
+        help="also build these variants, kept only if they agree with fp32",
+    )
+    s.add_argument("--data", help="dataset of the run (variants: calibration and check)")
+    s.add_argument("--split-file", help="the run's split CSV (variants)")
     s.set_defaults(func=_export)
 
     s = sub.add_parser("calibrate", help="temperature, abstention, triage and OOD on val")

@@ -70,10 +70,16 @@ def resize(image: Image.Image, pre: Preprocessing) -> Image.Image:
 
 
 def normalise(image: Image.Image, pre: Preprocessing) -> np.ndarray:
-    """RGB PIL image of the model's size -> float32 CHW array, (x - mean) / std."""
-    array = np.asarray(image, dtype=np.float32)
-    array = (array - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    """RGB PIL image of the model's size -> float32 CHW array, (x - mean) / std.
+
+    The arithmetic runs on contiguous channel planes: broadcasting over a last axis of
+    length 3 (HWC) is about ten times slower for the same float32 result.
+    """
+    pixels = np.asarray(image).transpose(2, 0, 1)  # uint8 CHW view, no copy
+    out = np.empty(pixels.shape, np.float32)
+    np.subtract(pixels, np.asarray(pre.mean, np.float32)[:, None, None], out=out)
+    np.divide(out, np.asarray(pre.std, np.float32)[:, None, None], out=out)
+    return out
 
 
 def to_input(source: ImageSource, pre: Preprocessing) -> np.ndarray:
