@@ -96,7 +96,7 @@ def operating_points(bundle) -> str:
         fr = ood.get("val_false_reject", {})
         worst = max(fr.get("per_class", {}).items(), key=lambda kv: kv[1], default=("-", 0))
         lines.append(
-            f"- \"Not a dermoscopic skin image\": {ood.get('rule')}. False-reject rate on "
+            f'- "Not a dermoscopic skin image": {ood.get("rule")}. False-reject rate on '
             f"validation skin images: {fr.get('rejected', 0):.1%} of {fr.get('n')} "
             f"(highest for {worst[0]}: {worst[1]:.0%})."
         )
