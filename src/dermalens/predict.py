@@ -22,9 +22,9 @@ import numpy as np
 from dermalens import metadata
 from dermalens.bundle import Bundle, load_bundle
 from dermalens.engine import Engine, make_engine
-from dermalens.imageio import ImageSource, load_image
+from dermalens.imageio import ImageSource
 from dermalens.ood import OodDetector, load_ood, pixel_stats, pooled
-from dermalens.preprocess import normalise, resize
+from dermalens.preprocess import to_input
 from dermalens.taxonomy import display_name, is_malignant
 
 DEFAULT_UNCERTAIN = 0.5  # top-1 probability below which the answer is "uncertain"
@@ -120,8 +120,7 @@ class Predictor:
         self.ood: OodDetector | None = load_ood(self.bundle) if ood else None
 
     def prepare(self, source: ImageSource) -> np.ndarray:
-        image = load_image(source, draft_size=(self.pre.width, self.pre.height))
-        return normalise(resize(image, self.pre), self.pre)
+        return to_input(source, self.pre)
 
     def meta_vector(self, age=None, sex=None, site=None) -> np.ndarray | None:
         if not self.bundle.metadata_fields:

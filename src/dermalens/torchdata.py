@@ -12,7 +12,7 @@ from tqdm import tqdm
 from dermalens import metadata
 from dermalens.augment import Augment
 from dermalens.imageio import ImageError, load_image
-from dermalens.preprocess import Preprocessing, resize, to_input
+from dermalens.preprocess import Preprocessing, to_input
 
 
 def decode_all(
@@ -74,7 +74,7 @@ class ImageTable(TorchDataset):
             image = load_image(row["path"], draft_size=(self.pre.width, self.pre.height))
         if self.augment is not None:
             image = self.augment(image)
-        x = torch.from_numpy(to_input(resize(image, self.pre), self.pre))
+        x = torch.from_numpy(to_input(image, self.pre))
         fields = {"age": row["age"], "sex": row["sex"], "site": row["site"]}
         if self.meta_dropout:
             fields = {

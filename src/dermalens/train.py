@@ -24,7 +24,7 @@ from tqdm import tqdm
 from dermalens.augment import Augment
 from dermalens.bundle import Bundle, atomic_write_text, load_bundle, now
 from dermalens.config import ConfigError, TrainConfig, config_from_dict
-from dermalens.data.check import quick_problems
+from dermalens.data.check import duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import check_no_leak, grouped_split, load_split, save_split
 from dermalens.metrics import classification_metrics, summary
@@ -123,9 +123,11 @@ class Run:
             per_class = max(1, cfg.limit // table["label"].nunique())
             table = table.groupby(["split", "label"], group_keys=False).head(per_class)
         if cfg.exclude_problems:
-            bad = quick_problems(table)
+            # Unreadable images are dropped when decoding (`_loader`); decoding every image
+            # here as well would double the start-up time.
+            bad = duplicate_extras(table)
             if bad:
-                log.warning("excluding %d images (unreadable or exact duplicates)", len(bad))
+                log.warning("excluding %d exact duplicate images", len(bad))
             table = table[~table["image_id"].isin(bad)]
         self.classes = sorted(table["label"].unique())
         self.parts = {
@@ -138,7 +140,8 @@ class Run:
     def _loader(self, split: str, train: bool) -> DataLoader:
         cfg, part = self.cfg, self.parts[split]
         images, problems = decode_all(part["path"].tolist(), self.pre, cfg.progress)
-        if problems:  # check found them already when exclude_problems; be safe anyway
+        if problems:
+            log.warning("skipping %d unreadable %s images: %s", len(problems), split, problems[:3])
             keep = [i for i, im in enumerate(images) if im is not None]
             part, images = part.iloc[keep].reset_index(drop=True), [images[i] for i in keep]
         augment = (

@@ -53,12 +53,15 @@ def exact_duplicates(table: pd.DataFrame) -> list[list[str]]:
     return [g for g in groups if len(g) > 1]
 
 
+def duplicate_extras(table: pd.DataFrame) -> set[str]:
+    """image_ids of all but one file of each byte-identical set (no decoding needed)."""
+    return {i for group in exact_duplicates(table) for i in sorted(group)[1:]}
+
+
 def quick_problems(table: pd.DataFrame) -> set[str]:
     """image_ids to exclude from training: unreadable ones and all but one of each duplicate set."""
     bad = set(unreadable(table["path"], table["image_id"]))
-    for group in exact_duplicates(table[~table["image_id"].isin(bad)]):
-        bad.update(sorted(group)[1:])
-    return bad
+    return bad | duplicate_extras(table[~table["image_id"].isin(bad)])
 
 
 def image_phash(path: str | Path) -> tuple[int, int]:
