@@ -47,6 +47,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     balance: str = "loss"  # loss (inverse-frequency weights) | sampler | none
     balance_power: float = 0.5  # weights = (1 / frequency) ** power; 1 = fully balanced
+    ema: float = 0.0  # per-step decay of an average of the weights (e.g. 0.998); 0 = off.
+    # With it on, validation, best.pt's choice and the bundle use the averaged weights.
     patience: int = 4  # early stopping: epochs without val balanced-accuracy gain
     calibrate: bool = True  # fit temperature, thresholds and the OOD check on val at the end
     # augmentation

@@ -7,6 +7,7 @@ at the end, a model bundle evaluated on the test part.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -174,6 +175,12 @@ class Run:
         )
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = None
+        if cfg.ema:
+            if not 0 < cfg.ema < 1:
+                raise ConfigError(f"ema={cfg.ema}: must be between 0 and 1 (0 = off)")
+            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.ema_steps = 0
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
         self.optimizer = torch.optim.AdamW(
@@ -207,6 +214,9 @@ class Run:
             state = self.resume_state
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state.get("ema", state["model"]))
+                self.ema_steps = state.get("ema_steps", 0)
             schedule.load_state_dict(state["scheduler"])
             start, best, stale, history = (
                 state["epoch"] + 1,
@@ -221,7 +231,7 @@ class Run:
                 break
             t0 = time.time()
             train_loss = self._epoch(train_loader, loss_fn, schedule, epoch)
-            y, p = predict_probs(self.model, val_loader, cfg, "val")
+            y, p = predict_probs(self.ema or self.model, val_loader, cfg, "val")
             metrics = classification_metrics(y, p, self.classes)
             row = {
                 "epoch": epoch + 1,
@@ -248,6 +258,8 @@ class Run:
                 "classes": self.classes,
                 "weight_source": self.weight_source,
             }
+            if self.ema is not None:
+                state["ema"], state["ema_steps"] = self.ema.state_dict(), self.ema_steps
             if improved:
                 save_atomic(state, self.dir / "best.pt")
             save_atomic(state, self.dir / "last.pt")
@@ -280,12 +292,26 @@ class Run:
             loss.backward()
             self.optimizer.step()
             schedule.step()
+            if self.ema is not None:
+                self._update_ema()
             total += loss.item() * len(y)
             count += len(y)
             bar.set_postfix(
                 loss=f"{total / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}"
             )
         return total / max(1, count)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- d * ema + (1 - d) * weights; d ramps up over the first steps."""
+        self.ema_steps += 1
+        decay = min(self.cfg.ema, (1 + self.ema_steps) / (10 + self.ema_steps))
+        ema, live = self.ema.state_dict(), self.model.state_dict()
+        for key, value in live.items():
+            if value.dtype.is_floating_point:
+                ema[key].lerp_(value, 1 - decay)
+            else:
+                ema[key].copy_(value)
 
     def _write_log(self, history: list[dict]) -> None:
         with open(self.dir / "log.csv", "w", newline="") as fh:
@@ -302,7 +328,7 @@ class Run:
         from dermalens.export import bundle_from_model
 
         state = torch.load(self.dir / "best.pt", map_location="cpu", weights_only=False)
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state.get("ema", state["model"]))
         bundle = bundle_from_model(
             self.model,
             self.dir / "bundle",
