@@ -1,0 +1,48 @@
+"""The weight average (`ema=`): what is validated, kept and shipped are the averaged weights."""
+
+import pytest
+import torch
+
+from dermalens.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _train(tiny_ham, out, *extra):
+    args = [
+        "train",
+        f"data={tiny_ham}",
+        f"out={out}",
+        "model=plain_cnn",
+        "batch_size=8",
+        "height=48",
+        "width=64",
+        "workers=0",
+        "progress=False",
+        "calibrate=False",
+        "lr=0.01",
+        *extra,
+    ]
+    return main(args)
+
+
+def test_bundle_holds_the_averaged_weights(tiny_ham, tmp_path):
+    assert _train(tiny_ham, tmp_path, "name=ema", "epochs=2", "ema=0.9") == 0
+    best = torch.load(tmp_path / "ema" / "best.pt", map_location="cpu", weights_only=False)
+    assert best["ema_steps"] > 0
+    live, ema = best["model"], best["ema"]
+    assert live.keys() == ema.keys()
+    moved = [k for k in live if live[k].is_floating_point() and not torch.equal(live[k], ema[k])]
+    assert moved, "the average should differ from the live weights after some steps"
+    shipped = torch.load(tmp_path / "ema" / "bundle" / "model.pt", weights_only=True)
+    for key, value in ema.items():
+        assert torch.allclose(shipped[key].float(), value.float()), key
+    # resuming restores the average and keeps counting its steps
+    assert main(["train", f"resume={tmp_path / 'ema'}", "epochs=3", "progress=False"]) == 0
+    last = torch.load(tmp_path / "ema" / "last.pt", map_location="cpu", weights_only=False)
+    assert last["ema_steps"] > best["ema_steps"]
+
+
+def test_ema_out_of_range_is_rejected(tiny_ham, tmp_path, capsys):
+    assert _train(tiny_ham, tmp_path, "name=bad", "epochs=1", "ema=1.5") == 2
+    assert "ema=1.5: must be between 0 and 1" in capsys.readouterr().err
