@@ -1,7 +1,7 @@
 """Accuracy benchmark of a model bundle on any dataset folder, as one table.
 
     python benchmarks/accuracy.py runs/x/bundle ../shared/data/ham10000 \
-        --split-file runs/x/split.csv --split test [--tta]
+        --split-file runs/x/split.csv --split test [--tta] [--no-metadata]
 
 Prints accuracy, balanced accuracy, macro F1, macro AUC, ECE, NLL and per-class recall;
 then, at the bundle's own thresholds, triage sensitivity / specificity, abstention
@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split-file", help="a run's split.csv (needed unless --split all)")
     p.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
     p.add_argument("--tta", action="store_true", help="average flips and a 180-degree turn")
+    p.add_argument(
+        "--no-metadata",
+        action="store_true",
+        help="feed age, sex and site as missing (for a model trained with metadata)",
+    )
     p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
     p.add_argument("--out", type=Path, help="also write the full evaluation report here")
     args = p.parse_args(argv)
@@ -75,13 +80,17 @@ def main(argv: list[str] | None = None) -> int:
         args.backend,
         progress=sys.stderr.isatty(),
         tta=args.tta,
+        use_metadata=not args.no_metadata,
     )
     from dermalens.bundle import load_bundle
 
     thresholds = load_bundle(args.model).thresholds
     table = rows(result.metrics, thresholds)
     width = max(len(name) for name, _ in table)
-    print(f"model {result.metrics['model']}  data {args.data}  split {args.split}  tta {args.tta}")
+    print(
+        f"model {result.metrics['model']}  data {args.data}  split {args.split}  "
+        f"tta {args.tta}  metadata {result.metrics['metadata']}"
+    )
     for name, value in table:
         print(f"{name:<{width}}  {fmt(value)}")
     if result.metrics["unreadable"]:

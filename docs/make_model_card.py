@@ -38,11 +38,41 @@ def headline(bundle) -> str:
         "dermalens evaluate src/dermalens/bundled/default ../shared/data/ham10000 --split test \\\n"
         "    --split-file benchmarks/splits/ham10000-seed0.csv\n"
         "```\n\n"
-        "and the training (about 1.5 hours on 2 cores; it was run for 12 epochs, then resumed "
-        "to 18 with early stopping, which kept epoch 12 as the best on validation):\n\n"
+        f"and the training (on 2 cores; {training_note(bundle)}):\n\n"
         "```bash\n"
-        "dermalens train name=ham-lite0-s0 epochs=12 bf16=True workers=1\n"
+        f"{train_command(cfg)}\n"
         "```\n"
+    )
+
+
+def train_command(cfg: dict) -> str:
+    """The `dermalens train` command line of the bundle's config: every non-default setting."""
+    from dermalens.config import TrainConfig
+
+    defaults = TrainConfig().to_dict()
+    skip = {"resume", "progress", "out"}
+    parts = ["dermalens train"]
+    for key, value in cfg.items():
+        if key in skip or key not in defaults or value == defaults[key]:
+            continue
+        if isinstance(defaults[key], tuple) and list(defaults[key]) == list(value):
+            continue
+        parts.append(f"{key}={value}")
+    import textwrap
+
+    return " \\\n    ".join(textwrap.wrap(" ".join(parts), 84, break_long_words=False))
+
+
+def training_note(bundle) -> str:
+    history = bundle.info.get("history") or []
+    best = max(history, key=lambda r: r["val_balanced_accuracy"], default=None)
+    if not best:
+        return "no training log in the bundle"
+    minutes = sum(r.get("seconds", 0) for r in history) / 60
+    return (
+        f"the shipped weights are epoch {best['epoch']}, the best on validation balanced "
+        f"accuracy ({best['val_balanced_accuracy']:.3f}); the {len(history)} epochs up to it "
+        f"took {minutes:.0f} minutes"
     )
 
 

@@ -94,6 +94,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         out,
         args.backend,
         progress=not args.quiet,
+        use_metadata=not args.no_metadata,
     )
     print(summary(result.metrics))
     for name, row in result.metrics["per_class"].items():
@@ -186,6 +187,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="report folder (default runs/eval/<data name>)")
     s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument(
+        "--no-metadata",
+        action="store_true",
+        help="feed age, sex and site as missing (models trained with metadata)",
+    )
     s.set_defaults(func=_evaluate)
 
     s = sub.add_parser("export", help="write model.onnx into a bundle and check it")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dermalens.bundle import Bundle, atomic_write_text, load_bundle
+from dermalens.bundle import Bundle, atomic_write_text, load_bundle, now
 from dermalens.data.loaders import load_dataset
 from dermalens.data.records import DataError
 from dermalens.data.splits import load_split
@@ -68,8 +68,12 @@ def run_table(
     batch_size: int = 32,
     progress: bool = True,
     tta: bool | None = None,
+    use_metadata: bool = True,
 ) -> TableRun:
-    """Run the model over every row's image (and metadata, if the model uses it)."""
+    """Run the model over every row's image and, if the model uses it, metadata.
+
+    `use_metadata=False` feeds every field as missing: what the model does when a clinic
+    sends only the image."""
     from dermalens import metadata
 
     n, views = len(table), 4 if (predictor.tta if tta is None else tta) else 1
@@ -86,7 +90,8 @@ def run_table(
                 chunk.append(predictor.prepare(row.path))
                 index.append(i)
                 if use_meta:
-                    metas.append(metadata.encode(row.age, row.sex, row.site))
+                    fields = (row.age, row.sex, row.site) if use_metadata else ()
+                    metas.append(metadata.encode(*fields))
             except ImageError as exc:
                 problems.append(str(exc))
         if not chunk:
@@ -120,8 +125,10 @@ def evaluate_table(
     backend: str = "auto",
     progress: bool = True,
     tta: bool = False,
+    use_metadata: bool = True,
 ) -> EvalResult:
-    """Evaluate on a dataset table (columns as `data.records.COLUMNS`)."""
+    """Evaluate on a dataset table (columns as `data.records.COLUMNS`); `use_metadata=False`
+    hides the patient metadata from a model that takes it."""
     from dermalens.calibrate import decision_metrics
 
     predictor = Predictor(bundle, backend, tta=tta)
@@ -131,7 +138,7 @@ def evaluate_table(
             f"labels {unknown} are not among the model's classes {bundle.classes}; "
             f"pass a class subset of the data the model knows"
         )
-    run = run_table(predictor, table, progress=progress)
+    run = run_table(predictor, table, progress=progress, use_metadata=use_metadata)
     probs, ok = predictor.calibrated(run.logits), run.ok
     labels = table["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
     metrics = classification_metrics(labels[ok], probs[ok], bundle.classes)
@@ -146,6 +153,7 @@ def evaluate_table(
     )
     metrics["ood"] = None if ood is None else ood_rates(ood[1], labels[ok], bundle.classes)
     metrics["tta"] = tta
+    metrics["metadata"] = bool(bundle.metadata_fields) and use_metadata
     metrics["unreadable"] = run.problems
     metrics["model"] = bundle.version
     preds = pd.DataFrame(
@@ -164,6 +172,29 @@ def evaluate_table(
     if out_dir is not None:
         write_report(metrics, preds, Path(out_dir))
     return EvalResult(metrics, preds, out_dir)
+
+
+def record_test(
+    bundle: Bundle, table: pd.DataFrame, run_dir: Path, progress: bool = True
+) -> EvalResult:
+    """Evaluate on the test part and store the numbers in the bundle's description.
+
+    A model that takes metadata is evaluated twice: with the patients' metadata
+    (`metrics["test"]`) and with every field missing (`metrics["test_image_only"]`)."""
+    result = evaluate_table(bundle, table, Path(run_dir) / "eval-test", progress=progress)
+    bundle.metrics["test"] = result.metrics_brief()
+    if bundle.metadata_fields:
+        image_only = evaluate_table(
+            bundle,
+            table,
+            Path(run_dir) / "eval-test-image-only",
+            progress=progress,
+            use_metadata=False,
+        )
+        bundle.metrics["test_image_only"] = image_only.metrics_brief()
+    bundle.info["evaluated"] = now()
+    bundle.save_description()
+    return result
 
 
 def ood_rates(not_skin: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
@@ -198,6 +229,7 @@ def evaluate(
     backend: str = "auto",
     progress: bool = True,
     tta: bool = False,
+    use_metadata: bool = True,
 ) -> EvalResult:
     """Evaluate bundle `model` on dataset folder `data` (all of it, or one part of a split)."""
     bundle = load_bundle(model)
@@ -218,4 +250,5 @@ def evaluate(
         backend,
         progress,
         tta,
+        use_metadata,
     )

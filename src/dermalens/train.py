@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
 from dermalens.augment import Augment
-from dermalens.bundle import Bundle, atomic_write_text, load_bundle, now
+from dermalens.bundle import Bundle, atomic_write_text, load_bundle
 from dermalens.config import ConfigError, TrainConfig, config_from_dict
 from dermalens.data.check import duplicate_extras
 from dermalens.data.loaders import load_dataset
@@ -326,7 +326,7 @@ class Run:
 
     def finish(self) -> Bundle:
         """Best checkpoint -> bundle in the run folder, evaluated on the test part."""
-        from dermalens.evaluate import evaluate_table
+        from dermalens.evaluate import record_test
         from dermalens.export import bundle_from_model
 
         state = torch.load(self.dir / "best.pt", map_location="cpu", weights_only=False)
@@ -354,12 +354,8 @@ class Run:
             )
             bundle = load_bundle(bundle.path)
         if len(self.parts["test"]):
-            result = evaluate_table(
-                bundle, self.parts["test"], self.dir / "eval-test", progress=self.cfg.progress
-            )
-            bundle.metrics["test"] = result.metrics_brief()
+            result = record_test(bundle, self.parts["test"], self.dir, self.cfg.progress)
             bundle.metrics["split_seed"] = self.cfg.split_seed
-            bundle.info["evaluated"] = now()
             bundle.save_description()
             print(f"test: {summary(result.metrics)}", flush=True)
         return bundle

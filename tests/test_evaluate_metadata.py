@@ -1,0 +1,50 @@
+"""Evaluating a metadata model with and without its metadata (`--no-metadata`)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_tiny_bundle
+from dermalens.bundle import load_bundle
+from dermalens.cli import main
+from dermalens.data.loaders import load_dataset
+from dermalens.evaluate import evaluate
+from dermalens.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def meta_bundle(tmp_path_factory):
+    path = make_tiny_bundle(tmp_path_factory.mktemp("meta") / "tiny-meta", use_metadata=True)
+    # a random head barely looks at the metadata; make it matter so the test can see it
+    import torch
+
+    state = torch.load(path / "model.pt", weights_only=True)
+    state["head.weight"][:, -32:] *= 50
+    torch.save(state, path / "model.pt")
+    from dermalens.bundle import sha256
+
+    bundle = load_bundle(path, verify=False)
+    bundle.info["weights_sha256"] = sha256(path / "model.pt")
+    bundle.save_description()
+    return path
+
+
+def test_without_metadata_feeds_every_field_missing(meta_bundle, tiny_ham):
+    with_meta = evaluate(meta_bundle, tiny_ham, backend="torch", progress=False)
+    without = evaluate(meta_bundle, tiny_ham, backend="torch", progress=False, use_metadata=False)
+    assert with_meta.metrics["metadata"] is True and without.metrics["metadata"] is False
+    cols = [c for c in with_meta.predictions if c.startswith("p_") and c != "p_malignant"]
+    assert not np.allclose(with_meta.predictions[cols], without.predictions[cols], atol=1e-4)
+    # "without" is exactly the image-only answer of the predictor
+    predictor = Predictor(load_bundle(meta_bundle), backend="torch", ood=False)
+    table = load_dataset(tiny_ham).table
+    for row, (_, pred) in zip(table.head(3).itertuples(), without.predictions.head(3).iterrows()):
+        probs = predictor.predict(row.path).probabilities
+        assert np.allclose(probs, pred[cols].to_numpy(float), atol=1e-5)
+
+
+def test_cli_flag(meta_bundle, tiny_ham, tmp_path, capsys):
+    out = tmp_path / "report"
+    args = ["evaluate", str(meta_bundle), str(tiny_ham), "--out", str(out), "--quiet"]
+    assert main([*args, "--no-metadata", "--backend", "torch"]) == 0
+    assert pd.read_json(out / "metrics.json", typ="series")["metadata"] is False
