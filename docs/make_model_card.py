@@ -26,18 +26,26 @@ def fmt(x) -> str:
 def headline(bundle) -> str:
     t = bundle.metrics["test"]
     cfg = bundle.train_config
+    rows = [("image + age, sex, site" if bundle.metadata_fields else "image", t)]
+    if "test_image_only" in bundle.metrics:
+        rows.append(("image only (metadata missing)", bundle.metrics["test_image_only"]))
+    table = "".join(
+        f"| {name} | {fmt(m['accuracy'])} | {fmt(m['balanced_accuracy'])} "
+        f"| {fmt(m['macro_f1'])} | {fmt(m['macro_auc'])} | {fmt(m['ece'])} |\n"
+        for name, m in rows
+    )
+    no_meta = "\n\nAdd `--no-metadata` for the image-only row." if len(rows) > 1 else ""
     return (
         f"Test part of the lesion-grouped split (split seed {cfg.get('split_seed')}, "
         f"{t['n']} images, no lesion shared with training or validation):\n\n"
-        "| accuracy | balanced accuracy | macro F1 | macro AUC | ECE (calibrated) |\n"
-        "|---|---|---|---|---|\n"
-        f"| {fmt(t['accuracy'])} | {fmt(t['balanced_accuracy'])} | {fmt(t['macro_f1'])} "
-        f"| {fmt(t['macro_auc'])} | {fmt(t['ece'])} |\n\n"
+        "| input | accuracy | balanced accuracy | macro F1 | macro AUC | ECE (calibrated) |\n"
+        "|---|---|---|---|---|---|\n"
+        f"{table}\n"
         "Reproduce the evaluation (about 1 minute; the run's split is committed):\n\n"
         "```bash\n"
         "dermalens evaluate src/dermalens/bundled/default ../shared/data/ham10000 --split test \\\n"
         "    --split-file benchmarks/splits/ham10000-seed0.csv\n"
-        "```\n\n"
+        f"```{no_meta}\n\n"
         f"and the training (on 2 cores; {training_note(bundle)}):\n\n"
         "```bash\n"
         f"{train_command(cfg)}\n"
@@ -176,7 +184,10 @@ Licence of the data, **inherited by this model**: {info.get("data_licence", "")}
 and {cfg.get("schedule")} decay, batch {cfg.get("batch_size")}, label smoothing
 {cfg.get("label_smoothing")}, class balancing by {cfg.get("balance")} (power
 {cfg.get("balance_power")}), flips / 90-degree turns / scale-crop / colour jitter, bfloat16
-autocast={cfg.get("bf16")}, on a 2-core CPU. The full config is in `bundle.json`.
+autocast={cfg.get("bf16")}, on a 2-core CPU. Patient metadata (age, sex, body site, each
+field dropped at random 20% of the time in training so any may be missing):
+{"used" if cfg.get("use_metadata") else "not used"}. Weight average (EMA) decay per step:
+{cfg.get("ema") or "off"}. The full config is in `bundle.json`.
 
 ## Known limits
 

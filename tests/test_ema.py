@@ -1,8 +1,10 @@
-"""The weight average (`ema=`): what is validated, kept and shipped are the averaged weights."""
+"""The weight average (`ema=`): what is validated, kept and shipped are the averaged weights;
+and a metadata model's test report with and without its metadata."""
 
 import pytest
 import torch
 
+from dermalens.bundle import load_bundle
 from dermalens.cli import main
 
 pytestmark = pytest.mark.slow
@@ -27,7 +29,7 @@ def _train(tiny_ham, out, *extra):
 
 
 def test_bundle_holds_the_averaged_weights(tiny_ham, tmp_path):
-    assert _train(tiny_ham, tmp_path, "name=ema", "epochs=2", "ema=0.9") == 0
+    assert _train(tiny_ham, tmp_path, "name=ema", "epochs=2", "ema=0.9", "use_metadata=True") == 0
     best = torch.load(tmp_path / "ema" / "best.pt", map_location="cpu", weights_only=False)
     assert best["ema_steps"] > 0
     live, ema = best["model"], best["ema"]
@@ -37,6 +39,10 @@ def test_bundle_holds_the_averaged_weights(tiny_ham, tmp_path):
     shipped = torch.load(tmp_path / "ema" / "bundle" / "model.pt", weights_only=True)
     for key, value in ema.items():
         assert torch.allclose(shipped[key].float(), value.float()), key
+    # a metadata model's test numbers come with and without its metadata
+    bundle = load_bundle(tmp_path / "ema" / "bundle")
+    assert bundle.metadata_fields and {"test", "test_image_only"} <= set(bundle.metrics)
+    assert (tmp_path / "ema" / "eval-test-image-only" / "metrics.json").is_file()
     # resuming restores the average and keeps counting its steps
     assert main(["train", f"resume={tmp_path / 'ema'}", "epochs=3", "progress=False"]) == 0
     last = torch.load(tmp_path / "ema" / "last.pt", map_location="cpu", weights_only=False)
