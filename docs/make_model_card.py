@@ -77,10 +77,16 @@ def training_note(bundle) -> str:
     if not best:
         return "no training log in the bundle"
     minutes = sum(r.get("seconds", 0) for r in history) / 60
+    cfg = bundle.train_config
+    stopped = (
+        f", stopped early (no gain for {cfg.get('patience')} epochs)"
+        if len(history) < cfg.get("epochs", 0)
+        else ""
+    )
     return (
-        f"the shipped weights are epoch {best['epoch']}, the best on validation balanced "
-        f"accuracy ({best['val_balanced_accuracy']:.3f}); the {len(history)} epochs up to it "
-        f"took {minutes:.0f} minutes"
+        f"{len(history)} epochs ran in {minutes:.0f} minutes{stopped}; the shipped weights "
+        f"are epoch {best['epoch']}, the best on validation balanced accuracy "
+        f"({best['val_balanced_accuracy']:.3f})"
     )
 
 

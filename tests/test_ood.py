@@ -25,16 +25,17 @@ skdata = pytest.importorskip("skimage.data")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "page")
 
 
-def test_score_is_about_one_in_distribution_and_large_off_the_training_subspace():
+def test_score_is_about_one_in_distribution_and_large_off_the_training_manifold():
     rng = np.random.default_rng(0)
-    basis = rng.normal(size=(8, 40))  # skin features live near an 8-dim subspace
+    centres = rng.uniform(0, 1, (3, 40))  # pooled features are non-negative, clustered
     labels = rng.integers(0, 3, 600)
-    feats = (rng.normal(size=(600, 8)) + labels[:, None]) @ basis + 0.1 * rng.normal(size=(600, 40))
-    detector = fit_ood(feats[:400], labels[:400], dims=8)
+    feats = centres[labels] + 0.05 * rng.normal(size=(600, 40))
+    detector = fit_ood(feats[:400], k=10)
     held_out = detector.score(feats[400:])
     assert 0.8 < np.median(held_out) < 1.3
-    odd = feats[400:410] + 3 * rng.normal(size=(10, 40))  # off the subspace
+    odd = rng.uniform(0, 1, (10, 40))  # other directions in the same feature space
     assert detector.score(odd).min() > np.quantile(held_out, 0.99)
+    assert np.allclose(detector.score(3 * feats[400:]), held_out, atol=1e-3)  # scale-free
 
 
 def test_pixel_stats_separate_flat_noise_and_real_images(fixture_images):
@@ -58,8 +59,7 @@ def fitted(tiny_bundle, tiny_ham, tmp_path_factory):
     predictor = Predictor(bundle, ood=False)
     table = load_dataset(tiny_ham).table
     _, fmap = predictor.forward(np.stack([predictor.prepare(p) for p in table["path"]]))
-    labels = table["label"].map(bundle.classes.index).to_numpy()
-    detector = fit_ood(pooled(fmap), labels, dims=8)
+    detector = fit_ood(pooled(fmap), k=3)
     detector.threshold = choose_threshold(detector.score(pooled(fmap)), 0.99)
     save_ood(bundle, detector)
     bundle.save_description()
@@ -71,7 +71,7 @@ def test_save_and_load_round_trip(fitted):
     loaded = load_ood(load_bundle(target))
     assert isinstance(loaded, OodDetector)
     assert loaded.threshold == detector.threshold == load_bundle(target).thresholds["ood_above"]
-    x = np.random.default_rng(0).normal(size=(3, detector.mean.shape[0]))
+    x = np.random.default_rng(0).normal(size=(3, detector.bank.shape[1]))
     assert np.allclose(loaded.score(x), detector.score(x))
 
 
@@ -121,6 +121,20 @@ def test_tampered_ood_file_is_refused(fitted, tmp_path):
     (target / OOD_FILE).write_bytes(bytes(data))
     with pytest.raises(BundleError, match="content hash does not match"):
         Predictor(target)
+
+
+def test_old_format_is_refused_with_what_to_do():
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, format=np.array(1), mean=np.zeros(3))
+    with pytest.raises(BundleError, match="format 1 is not 2; re-run `dermalens calibrate`"):
+        OodDetector.from_bytes(buffer.getvalue())
+
+
+def test_too_few_fit_images_is_an_error():
+    with pytest.raises(ValueError, match="at least k \\+ 2"):
+        fit_ood(np.ones((5, 4)), k=10)
 
 
 def test_unreadable_ood_file_says_so():

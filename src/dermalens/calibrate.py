@@ -41,8 +41,8 @@ class Targets:
     min_coverage: float = 0.80  # ...but never defer more than 20% of images
     sensitivity: float = 0.95  # triage flags at least this share of malignant lesions
     ood_quantile: float = 0.99  # ~1% of skin images wrongly called "not skin"
-    ood_dims: int = 64  # principal directions of the OOD feature model
-    ood_fit_images: int = 2000  # training images the OOD model is fitted on (sampled)
+    ood_k: int = 10  # the OOD score is the distance to this nearest training image
+    ood_fit_images: int = 1000  # training images kept for the OOD check (class-balanced)
     seed: int = 0  # for that sample
 
 
@@ -291,19 +291,17 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
     from dermalens.evaluate import ood_rates, run_table
     from dermalens.ood import choose_threshold, fit_ood, pixel_stats, pooled, probe_images
 
-    index = {c: i for i, c in enumerate(predictor.bundle.classes)}
     if fit is not None:
         fit = fit[fit["label"].isin(predictor.bundle.classes)]
     if fit is not None and len(fit):
         fit = balanced_sample(fit, targets.ood_fit_images, targets.seed)
         fit_run = run_table(predictor, fit, progress=progress, tta=False)
         features = fit_run.features[fit_run.ok]
-        labels = fit["label"].map(index).to_numpy()[fit_run.ok]
         fitted_on = f"{len(features)} training images, classes balanced as far as possible"
     else:  # no training part: fit and threshold on the same images (optimistic)
-        features, labels = val_run.features[val_run.ok], val_labels
+        features = val_run.features[val_run.ok]
         fitted_on = f"{len(features)} validation images (no training part given)"
-    detector = fit_ood(features, labels, targets.ood_dims)
+    detector = fit_ood(features, targets.ood_k)
     val_features, val_pixels = val_run.features[val_run.ok], val_run.pixels[val_run.ok]
     detector.threshold = choose_threshold(detector.score(val_features), targets.ood_quantile)
     _, not_skin, _ = detector.check(val_features, val_pixels)
@@ -318,7 +316,7 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
             f"the {targets.ood_quantile:.0%} quantile of validation skin images"
         ),
         "threshold": detector.threshold,
-        "dims": detector.dims,
+        "k": detector.k,
         "fitted_on": fitted_on,
         "val_false_reject": ood_rates(not_skin, val_labels, predictor.bundle.classes),
         # photos, documents, noise and blank frames (`ood.probe_images`) called "not skin"

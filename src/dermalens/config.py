@@ -36,9 +36,9 @@ class TrainConfig:
     height: int = 150  # model input height in pixels
     width: int = 200  # model input width in pixels
     drop_rate: float = 0.2  # dropout before the classifier
-    use_metadata: bool = False  # fuse age, sex and body site with the image features
+    use_metadata: bool = True  # fuse age, sex and body site with the image features
     # optimisation
-    epochs: int = 12
+    epochs: int = 15
     batch_size: int = 32
     lr: float = 1e-3  # peak AdamW learning rate
     weight_decay: float = 1e-2
@@ -46,8 +46,8 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | onecycle | constant
     label_smoothing: float = 0.1
     balance: str = "loss"  # loss (inverse-frequency weights) | sampler | none
-    balance_power: float = 0.5  # weights = (1 / frequency) ** power; 1 = fully balanced
-    ema: float = 0.0  # per-step decay of an average of the weights (e.g. 0.998); 0 = off.
+    balance_power: float = 0.75  # weights = (1 / frequency) ** power; 1 = fully balanced
+    ema: float = 0.998  # per-step decay of an average of the weights (e.g. 0.998); 0 = off.
     # With it on, validation, best.pt's choice and the bundle use the averaged weights.
     patience: int = 4  # early stopping: epochs without val balanced-accuracy gain
     calibrate: bool = True  # fit temperature, thresholds and the OOD check on val at the end

@@ -74,6 +74,9 @@ def predict_probs(model: nn.Module, loader: DataLoader, cfg: TrainConfig, desc: 
     return np.concatenate(labels), np.concatenate(probs)
 
 
+RESUME_OVERRIDES = ("epochs", "patience", "workers", "threads", "progress")
+
+
 class Run:
     """One training run: data, model, optimiser and the run folder."""
 
@@ -87,7 +90,13 @@ class Run:
                 raise ConfigError(f"resume={cfg.resume!r}: no last.pt there")
             self.resume_state = torch.load(last, map_location="cpu", weights_only=False)
             saved = config_from_dict(self.resume_state["config"])
-            saved.epochs, saved.resume = cfg.epochs, cfg.resume  # may extend a finished run
+            # A resumed run keeps its settings, except these, when given (not the default):
+            # more epochs or patience extend a finished or early-stopped run.
+            defaults = TrainConfig()
+            for key in RESUME_OVERRIDES:
+                if getattr(cfg, key) != getattr(defaults, key):
+                    setattr(saved, key, getattr(cfg, key))
+            saved.resume = cfg.resume
             self.cfg = cfg = saved
             self.dir = last.parent
         else:
@@ -331,6 +340,7 @@ class Run:
 
         state = torch.load(self.dir / "best.pt", map_location="cpu", weights_only=False)
         self.model.load_state_dict(state.get("ema", state["model"]))
+        last = torch.load(self.dir / "last.pt", map_location="cpu", weights_only=False)
         bundle = bundle_from_model(
             self.model,
             self.dir / "bundle",
@@ -338,7 +348,7 @@ class Run:
             self.pre,
             self.cfg,
             self.weight_source,
-            history=state["history"],
+            history=last["history"],  # every epoch run, also those after the best
             source=self.source,
         )
         if self.cfg.calibrate:
