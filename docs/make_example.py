@@ -6,6 +6,7 @@ python docs/make_example.py [BUNDLE] [IMAGE]
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -25,20 +26,21 @@ def main(bundle: str | Path, image_path: str | Path, out: Path) -> None:
     predictor = Predictor(bundle)
     result = predictor.predict(image_path, top_k=3, explain=True)
     image = load_image(image_path)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), gridspec_kw={"width_ratios": [4, 4, 5]})
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), gridspec_kw={"width_ratios": [4, 4, 4]})
     axes[0].imshow(image)
     axes[0].set_title(Path(image_path).name, fontsize=10)
     axes[1].imshow(overlay(image, result.heatmap))
     axes[1].set_title("Grad-CAM heatmap (top class)", fontsize=10)
     for ax in axes[:2]:
         ax.axis("off")
-    names = [f"{c.name} ({c.code})" for c in result.top][::-1]
+    names = [textwrap.fill(f"{c.name} ({c.code})", 24) for c in result.top][::-1]
     probs = [c.probability for c in result.top][::-1]
     colours = ["#c0392b" if c.malignant else "#2e86c1" for c in result.top][::-1]
     axes[2].barh(names, probs, color=colours)
     axes[2].set_xlim(0, 1)
     axes[2].set_title(
-        f"triage: {result.triage}  (P(malignant) = {result.malignant_probability:.0%})", fontsize=10
+        f"triage: {result.triage}\nP(malignant classes) = {result.malignant_probability:.0%}",
+        fontsize=10,
     )
     for i, p in enumerate(probs):
         axes[2].text(min(p + 0.02, 0.85), i, f"{p:.0%}", va="center", fontsize=9)
@@ -47,7 +49,7 @@ def main(bundle: str | Path, image_path: str | Path, out: Path) -> None:
         f"dermalens {predictor.bundle.version} - decision support, not a diagnosis", fontsize=9
     )
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     print(f"wrote {out}")
 
 

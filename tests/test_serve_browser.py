@@ -85,7 +85,13 @@ def server(tiny_bundle, tmp_path_factory):
 def test_page_end_to_end(sync_playwright, server, fixture_images, tmp_path):
     base, bundle = server
     image = fixture_images[4]
-    expected = Predictor(bundle, backend="onnx").predict(image).top[0].name
+    # the page sends these patient fields too; a metadata model's answer depends on them
+    expected = (
+        Predictor(bundle, backend="onnx")
+        .predict(image, age=62, sex="female", site="back")
+        .top[0]
+        .name
+    )
     errors: list[str] = []
     foreign: list[str] = []
     with sync_playwright() as p:
