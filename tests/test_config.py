@@ -54,3 +54,10 @@ def test_bool_and_round_trip():
     cfg = make_config(overrides=["bf16=true", "augment=False"])
     assert cfg.bf16 is True and cfg.augment is False
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_saved_config_from_before_a_setting_existed_keeps_it_off():
+    saved = make_config(ema=0.5).to_dict()
+    del saved["ema"]  # a run saved before the weight average existed
+    assert config_from_dict(saved).ema == 0.0
+    assert config_from_dict(make_config(ema=0.5).to_dict()).ema == 0.5

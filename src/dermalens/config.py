@@ -153,10 +153,16 @@ def make_config(
     return TrainConfig(**values)
 
 
+# Settings added after runs were already saved: a saved config without them ran without
+# them, so it is rebuilt with the value that means "off", not today's default.
+ADDED_LATER = {"ema": 0.0}
+
+
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a saved config (checkpoint, bundle); keys unknown to this version are dropped."""
     valid = {f.name for f in dataclasses.fields(TrainConfig)}
-    return make_config(**{k: v for k, v in data.items() if k in valid})
+    values = {**ADDED_LATER, **{k: v for k, v in data.items() if k in valid}}
+    return make_config(**values)
 
 
 def field_default(name: str) -> Any:
