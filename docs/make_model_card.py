@@ -144,6 +144,31 @@ def operating_points(bundle) -> str:
             f"validation skin images: {fr.get('rejected', 0):.1%} of {fr.get('n')} "
             f"(highest for {worst[0]}: {worst[1]:.0%})."
         )
+    decision = bundle.metrics.get("test", {}).get("decision", {})
+    tri, ab = decision.get("triage", {}), decision.get("abstention", {})
+    test_ood = bundle.metrics.get("test", {}).get("ood") or {}
+    if tri or ab or test_ood:
+        lines.append(
+            "- The same operating points on the test part: triage sensitivity "
+            f"{fmt(tri.get('sensitivity'))}, specificity {fmt(tri.get('specificity'))}; "
+            f"coverage {fmt(ab.get('coverage'))} with selective accuracy "
+            f"{fmt(ab.get('selective_accuracy'))}; skin images called not skin: "
+            f"{test_ood.get('rejected', 0):.1%} of {test_ood.get('n', 0)}."
+        )
+    curve = bundle.metrics.get("abstention", {}).get("curve", [])
+    points = [p for p in curve if round(p["coverage"] * 100) % 10 == 0 and p["coverage"] >= 0.5]
+    if points:
+        lines += [
+            "",
+            "Risk-coverage on validation (answer only the most confident share of images):",
+            "",
+            "| coverage | top-1 threshold | accuracy of the answered images |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {p['coverage']:.2f} | {p['threshold']:.3f} | {p['selective_accuracy']:.3f} |"
+            for p in points
+        ]
     return "\n".join(lines)
 
 
