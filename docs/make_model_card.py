@@ -226,8 +226,10 @@ field dropped at random 20% of the time in training so any may be missing):
 - Seven HAM10000 classes only; anything else (e.g. squamous cell carcinoma, inflammatory
   disease) is forced into one of them. The out-of-distribution check rejects obvious
   non-skin images, not unseen skin diseases.
-- Numbers come from one split seed of one dataset; the held-back HAM10000 lesions and other
-  datasets (other devices, clinics, skin types) are unmeasured.
+- Numbers come from one split seed of one dataset. The same recipe on two other split seeds
+  scored lower (table in benchmarks/RESULTS.md, "Recipe B over three split seeds"): expect
+  this model's balanced accuracy to move by several points on other data. The held-back
+  HAM10000 lesions and other datasets (other devices, clinics, skin types) are unmeasured.
 - Decision support only, never a diagnosis.
 """
 
