@@ -119,7 +119,7 @@ def predict_latency(
     predictor = Predictor(bundle, backend="onnx" if bundle.has(ONNX) else "auto")
     predictor.engine = engine
     laps = []
-    with mock.patch("dermalens.predict.normalise", normalise_fast) if lean else nullcontext():
+    with mock.patch("dermalens.preprocess.normalise", normalise_fast) if lean else nullcontext():
         for f in files[:5]:
             predictor.predict(f, explain=explain)
         for i in range(n):
