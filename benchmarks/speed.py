@@ -109,17 +109,15 @@ def time_calls(engine, x: np.ndarray, seconds: float) -> list[float]:
 def predict_latency(
     bundle: Bundle, engine, files: list[Path], explain: bool, n: int, lean: bool = False
 ) -> float:
-    """Median ms of `Predictor.predict(jpeg)`, decoding included; `lean` swaps in
-    `fast.normalise_fast` (bit-identical) for `preprocess.normalise`."""
-    from unittest import mock
-
-    from dermalens.fast import normalise_fast
+    """Median ms of `Predictor.predict(jpeg)`, decoding included. `lean` is kept for the
+    table's column: the lean normalise is now `preprocess.normalise` itself (one path), so
+    both columns time the same code and their difference is run-to-run noise."""
     from dermalens.predict import Predictor
 
     predictor = Predictor(bundle, backend="onnx" if bundle.has(ONNX) else "auto")
     predictor.engine = engine
     laps = []
-    with mock.patch("dermalens.preprocess.normalise", normalise_fast) if lean else nullcontext():
+    with nullcontext():
         for f in files[:5]:
             predictor.predict(f, explain=explain)
         for i in range(n):
