@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,13 +116,12 @@ def predict_latency(
     predictor = Predictor(bundle, backend="onnx" if bundle.has(ONNX) else "auto")
     predictor.engine = engine
     laps = []
-    with nullcontext():
-        for f in files[:5]:
-            predictor.predict(f, explain=explain)
-        for i in range(n):
-            start = time.perf_counter()
-            predictor.predict(files[i % len(files)], explain=explain)
-            laps.append(time.perf_counter() - start)
+    for f in files[:5]:
+        predictor.predict(f, explain=explain)
+    for i in range(n):
+        start = time.perf_counter()
+        predictor.predict(files[i % len(files)], explain=explain)
+        laps.append(time.perf_counter() - start)
     return float(np.median(laps) * 1e3)
 
 

@@ -162,7 +162,8 @@ def fit_ood(features: np.ndarray, k: int = 10) -> OodDetector:
     if len(x) < k + 2:
         raise ValueError(f"OOD fit needs at least k + 2 = {k + 2} images; got {len(x)}")
     bank = _unit(x).astype(np.float16)
-    within = _knn_distance(bank.astype(np.float32), bank.astype(np.float32), k, skip_self=True)
+    stored = bank.astype(np.float32)  # what `score` will compare against
+    within = _knn_distance(stored, stored, k, skip_self=True)
     scale = float(np.median(within))
     return OodDetector(bank, k, scale if scale > 1e-9 else 1.0)
 

@@ -280,7 +280,7 @@ class Run:
                 f"{'  *best*' if improved else ''}",
                 flush=True,
             )
-        return self.finish()
+        return self.finish(history)
 
     def _epoch(self, loader: DataLoader, loss_fn, schedule, epoch: int) -> float:
         cfg = self.cfg
@@ -333,14 +333,15 @@ class Run:
 
         plot_curves(history, self.dir / "curves.png")
 
-    def finish(self) -> Bundle:
-        """Best checkpoint -> bundle in the run folder, evaluated on the test part."""
+    def finish(self, history: list[dict]) -> Bundle:
+        """Best checkpoint -> bundle in the run folder, evaluated on the test part.
+
+        `history` is every epoch's log row, also those after the best."""
         from dermalens.evaluate import record_test
         from dermalens.export import bundle_from_model
 
         state = torch.load(self.dir / "best.pt", map_location="cpu", weights_only=False)
         self.model.load_state_dict(state.get("ema", state["model"]))
-        last = torch.load(self.dir / "last.pt", map_location="cpu", weights_only=False)
         bundle = bundle_from_model(
             self.model,
             self.dir / "bundle",
@@ -348,7 +349,7 @@ class Run:
             self.pre,
             self.cfg,
             self.weight_source,
-            history=last["history"],  # every epoch run, also those after the best
+            history=history,
             source=self.source,
         )
         if self.cfg.calibrate:
