@@ -37,6 +37,16 @@ def test_onnx_probabilities_match_the_golden_record(bundle, name):
     np.testing.assert_allclose(result.probabilities, GOLDEN["probabilities"][name], atol=1e-4)
 
 
+def test_shipped_onnx_has_its_pads_frozen(bundle):
+    """No per-call shape arithmetic: every Pad amount is a constant of the 200x150 input."""
+    import onnx
+
+    graph = onnx.load(str(bundle.file("model.onnx")), load_external_data=False).graph
+    constants = {t.name for t in graph.initializer}
+    assert not [n.name for n in graph.node if n.op_type == "Shape"]
+    assert all(n.input[1] in constants for n in graph.node if n.op_type == "Pad")
+
+
 def test_pytorch_weights_agree_with_onnx(bundle, fixture_images):
     onnx_p = Predictor(bundle, backend="onnx")
     torch_p = Predictor(bundle, backend="torch")  # float16 weights, computed in float32

@@ -103,6 +103,7 @@ def export_onnx(
 ) -> dict:
     """Export `model.onnx` into the bundle; check it against PyTorch; return the check."""
     from dermalens.engine import OnnxEngine, TorchEngine
+    from dermalens.fast import freeze_pads
 
     bundle = load_bundle(bundle_path)
     torch_engine = TorchEngine(bundle)
@@ -132,6 +133,9 @@ def export_onnx(
             opset_version=opset,
             dynamo=False,
         )
+        # The input size is fixed, so TF-style "same" pads are constants: freezing them
+        # drops ~200 shape nodes per call and lets ONNX Runtime fuse each Pad into its Conv.
+        freeze_pads(onnx_path, onnx_path, pre.height, pre.width)
         _embed_description(onnx_path, bundle)
         check = compare(bundle, torch_engine, OnnxEngine(bundle, path=str(onnx_path)), check_images)
         shutil.copy(onnx_path, bundle.file(ONNX))

@@ -204,3 +204,20 @@ def split_engine(engine, parts: int = 0) -> SplitEngine:
         raise TypeError(f"only ONNX Runtime engines can be split, not {type(engine).__name__}")
     copies = [OnnxEngine(engine.bundle, 1, path=engine.model_path) for _ in range(parts or cores())]
     return SplitEngine(copies)
+
+
+def freeze_bundle_pads(bundle_path: str | Path) -> int:
+    """Freeze the pads of a bundle's `model.onnx` in place (bundles exported before export
+    did it itself); returns how many Pad nodes were frozen. The answers do not change."""
+    from dermalens.bundle import ONNX, load_bundle
+
+    bundle = load_bundle(bundle_path)
+    pre = bundle.preprocessing
+    with tempfile.TemporaryDirectory(prefix="dermalens-freeze-", dir=bundle.path) as tmp:
+        frozen = Path(tmp) / ONNX
+        count = freeze_pads(bundle.file(ONNX), frozen, pre.height, pre.width)
+        if count:
+            os.replace(frozen, bundle.file(ONNX))
+    if count:
+        bundle.save_description()  # new onnx_sha256
+    return count
