@@ -6,7 +6,9 @@ scale), both fitted on validation NLL, measured on test.
 
 A class-weighted model is tilted towards rare classes on purpose (balanced accuracy);
 temperature scaling cannot undo a tilt, a per-class bias can. This script measures the
-trade: calibration (ECE, NLL) against balanced accuracy. It changes no bundle.
+trade: calibration (ECE, NLL) against balanced accuracy, and the way out that `calibrate`
+takes: calibrated probabilities, answers from the model's own (class-weighted) ranking.
+It changes no bundle.
 """
 
 from __future__ import annotations
@@ -15,29 +17,15 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
+from scipy.special import softmax
 
 from dermalens.bundle import load_bundle
+from dermalens.calibrate import fit_temperature, fit_temperature_and_bias
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import load_split
 from dermalens.evaluate import run_table
 from dermalens.metrics import classification_metrics
 from dermalens.predict import Predictor
-
-
-def fit_temperature_and_bias(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
-    """Minimise NLL of softmax(logits / T + b) over T and b (b[0] = 0: softmax is shift-free)."""
-
-    def nll(params: np.ndarray) -> float:
-        bias = np.r_[0.0, params[1:]]
-        log_p = log_softmax(logits / params[0] + bias, axis=1)
-        return float(-log_p[np.arange(len(labels)), labels].mean())
-
-    start = np.r_[1.0, np.zeros(logits.shape[1] - 1)]
-    bounds = [(0.05, 10.0)] + [(-10.0, 10.0)] * (logits.shape[1] - 1)
-    result = minimize(nll, start, method="L-BFGS-B", bounds=bounds)
-    return float(result.x[0]), np.r_[0.0, result.x[1:]]
 
 
 def main() -> None:
@@ -56,18 +44,23 @@ def main() -> None:
         run = run_table(predictor, part, progress=False, tta=False)
         parts[split] = (run.logits[0][run.ok], part["label"].map(index).to_numpy()[run.ok])
     (val_z, val_y), (test_z, test_y) = parts["val"], parts["test"]
+    t_only = fit_temperature(val_z, val_y)
     temperature, bias = fit_temperature_and_bias(val_z, val_y)
+    biased = softmax(test_z / temperature + bias, axis=1)
     rows = {
-        f"temperature {bundle.temperature:.3f} (the bundle's)": softmax(
-            test_z / bundle.temperature, axis=1
+        f"temperature {t_only:.3f}": (softmax(test_z / t_only, axis=1), None),
+        f"temperature {temperature:.3f} + bias {np.round(bias, 2).tolist()}, argmax": (
+            biased,
+            None,
         ),
-        f"temperature {temperature:.3f} + bias {np.round(bias, 2).tolist()}": softmax(
-            test_z / temperature + bias, axis=1
+        "same probabilities, answers argmax(log p - bias) (what `calibrate` stores)": (
+            biased,
+            (np.log(biased) - bias).argmax(axis=1),
         ),
     }
-    print(f"test part, {len(test_y)} images; both fitted on {len(val_y)} validation images")
-    for name, probs in rows.items():
-        m = classification_metrics(test_y, probs, bundle.classes)
+    print(f"test part, {len(test_y)} images; all fitted on {len(val_y)} validation images")
+    for name, (probs, answers) in rows.items():
+        m = classification_metrics(test_y, probs, bundle.classes, answers)
         print(
             f"acc {m['accuracy']:.3f}  bal acc {m['balanced_accuracy']:.3f}  "
             f"macro AUC {m['macro_auc']:.3f}  ECE {m['ece']:.3f}  NLL {m['nll']:.3f}  {name}"

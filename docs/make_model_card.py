@@ -107,15 +107,23 @@ def operating_points(bundle) -> str:
     cal = bundle.metrics.get("calibration", {})
     th = bundle.thresholds
     lines = [f"- Temperature: {bundle.temperature:.3f} (fitted on validation NLL)."]
+    if any(bundle.class_bias):
+        bias = ", ".join(f"{c} {b:+.2f}" for c, b in zip(bundle.classes, bundle.class_bias))
+        lines.append(
+            f"- Per-class bias, fitted with the temperature: {bias}. Probabilities are "
+            "softmax(logits / T + bias): the class weights of training tilt the model towards "
+            "rare classes on purpose, and the bias takes the tilt out of the probabilities. "
+            "The answer (top[0]) is argmax(log p - bias), the model's own class-balanced "
+            "ranking, so a rare class can be the answer with a lower probability than a "
+            "runner-up."
+        )
     if cal:
         before, after = cal.get("ece_before"), cal.get("ece_after")
-        lines.append(
-            f"- Validation ECE before / after temperature scaling: {fmt(before)} / {fmt(after)}."
-        )
+        lines.append(f"- Validation ECE before / after calibration: {fmt(before)} / {fmt(after)}.")
     if "uncertain_below" in th:
         ab = bundle.metrics.get("abstention", {})
         lines.append(
-            f'- "Uncertain" below top-1 probability {th["uncertain_below"]:.3f}'
+            f'- "Uncertain" below the answer\'s probability {th["uncertain_below"]:.3f}'
             + (
                 f": on validation, coverage {fmt(ab.get('coverage'))} with selective accuracy "
                 f"{fmt(ab.get('selective_accuracy'))}."
@@ -162,7 +170,7 @@ def operating_points(bundle) -> str:
             "",
             "Risk-coverage on validation (answer only the most confident share of images):",
             "",
-            "| coverage | top-1 threshold | accuracy of the answered images |",
+            "| coverage | answer's probability >= | accuracy of the answered images |",
             "|---|---|---|",
         ]
         lines += [

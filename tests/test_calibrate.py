@@ -17,6 +17,7 @@ from dermalens.calibrate import (
     choose_uncertain_threshold,
     decision_metrics,
     fit_temperature,
+    fit_temperature_and_bias,
     nll,
     risk_coverage,
 )
@@ -56,6 +57,35 @@ def test_calibration_lowers_ece_and_nll(overconfident):
     after, _ = expected_calibration_error(labels, softmax(logits, t))
     assert after < before / 3
     assert nll(logits, labels, t) < nll(logits, labels, 1.0)
+
+
+def test_bias_undoes_a_tilt_that_temperature_cannot(overconfident):
+    """A model tilted towards class 4 (as class weights tilt towards rare classes)."""
+    logits, labels = overconfident
+    tilt = np.array([0.0, 0.0, 0.0, 0.0, 4.0])
+    t_only = fit_temperature(logits + tilt, labels)
+    t, bias = fit_temperature_and_bias(logits + tilt, labels)
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert bias.sum() == pytest.approx(0.0, abs=1e-9)
+    assert bias[4] - bias[:4].mean() == pytest.approx(-4.0 / 3.0, abs=0.15)
+    assert nll(logits + tilt, labels, t, bias) < nll(logits + tilt, labels, t_only) - 0.05
+    after, _ = expected_calibration_error(labels, softmax(logits / 3.0 + (tilt / 3.0 + bias)))
+    assert after < 0.02
+
+
+def test_answers_keep_the_model_ranking_while_probabilities_move(tiny_bundle):
+    predictor = Predictor(tiny_bundle)
+    logits = np.random.default_rng(0).normal(scale=2.0, size=(1, 200, 7))
+    plain = predictor.decide(predictor.calibrated(logits))
+    predictor.class_bias = np.array([2.0, -1.0, 0.0, 0.5, 0.0, -1.5, 0.0])
+    predictor.decision_bias = -predictor.class_bias
+    probs = predictor.calibrated(logits)
+    answers = predictor.decide(probs)
+    assert np.array_equal(answers, plain)  # the same answers as before the bias
+    assert np.array_equal(answers, logits[0].argmax(1))
+    assert (probs.argmax(1) != answers).any()  # ...though the most probable class moved
+    result = predictor.result(probs[np.flatnonzero(probs.argmax(1) != answers)[0]])
+    assert result.label == predictor.bundle.classes[answers[probs.argmax(1) != answers][0]]
 
 
 @pytest.mark.parametrize("n_malignant", [1, 7, 20, 21, 100, 333])
@@ -98,7 +128,7 @@ def test_uncertain_threshold_keeps_the_largest_coverage_meeting_the_target():
 def test_decision_metrics_counts_by_hand():
     labels = np.array([0, 0, 1, 1])  # class 0 malignant
     probs = np.array([[0.9, 0.1], [0.45, 0.55], [0.2, 0.8], [0.52, 0.48]])
-    out = decision_metrics(labels, probs, np.array([True, False]), 0.6, 0.4)
+    out = decision_metrics(labels, probs, probs.argmax(1), np.array([True, False]), 0.6, 0.4)
     assert out["abstention"]["coverage"] == 0.5  # rows 0 and 2 are confident enough
     assert out["abstention"]["selective_accuracy"] == 1.0
     assert out["triage"]["sensitivity"] == 1.0  # both malignant rows have p >= 0.4
@@ -189,3 +219,8 @@ def test_calibrate_bundle_round_trip(backend, tiny_bundle, tiny_ham, tmp_path, f
     assert report["decision"]["triage"]["sensitivity"] >= 0.95  # same images, same threshold
     assert report["ood"]["n"] == 14
     assert load_bundle(bundle_dir).temperature == saved["temperature"]
+    assert len(saved["class_bias"]) == 7 and saved["decision_bias"] == [
+        -b for b in saved["class_bias"]
+    ]
+    cal = saved["metrics"]["calibration"]
+    assert cal["nll_after"] <= cal["temperature_only"]["nll"] + 1e-9

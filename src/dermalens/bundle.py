@@ -68,6 +68,10 @@ class Bundle:
     arch: dict[str, Any]
     metadata_fields: list[str] = field(default_factory=list)
     temperature: float = 1.0
+    # probabilities = softmax(logits / temperature + class_bias): calibrated to the data;
+    # the answer = argmax(log probabilities + decision_bias): see `Predictor.decide`
+    class_bias: list[float] = field(default_factory=list)  # empty: zeros
+    decision_bias: list[float] = field(default_factory=list)  # empty: zeros
     thresholds: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
@@ -105,6 +109,8 @@ class Bundle:
             "arch": self.arch,
             "metadata_fields": self.metadata_fields,
             "temperature": self.temperature,
+            "class_bias": self.class_bias,
+            "decision_bias": self.decision_bias,
             "thresholds": self.thresholds,
             "metrics": self.metrics,
             "train_config": self.train_config,
@@ -158,6 +164,8 @@ def parse(data: dict[str, Any], path: Path) -> Bundle:
         "arch",
         "metadata_fields",
         "temperature",
+        "class_bias",
+        "decision_bias",
         "thresholds",
         "metrics",
         "train_config",
@@ -170,11 +178,23 @@ def parse(data: dict[str, Any], path: Path) -> Bundle:
         arch=data["arch"],
         metadata_fields=list(data.get("metadata_fields", [])),
         temperature=float(data.get("temperature", 1.0)),
+        class_bias=_bias(data, "class_bias", len(classes), where),
+        decision_bias=_bias(data, "decision_bias", len(classes), where),
         thresholds=dict(data.get("thresholds", {})),
         metrics=dict(data.get("metrics", {})),
         train_config=dict(data.get("train_config", {})),
         info={k: v for k, v in data.items() if k not in known},
     )
+
+
+def _bias(data: dict[str, Any], key: str, n: int, where: Path) -> list[float]:
+    values = data.get(key) or []
+    if values and len(values) != n:
+        raise BundleError(f"{where}: {key} has {len(values)} values for {n} classes")
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{where}: {key} must be numbers ({exc})") from exc
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:

@@ -2,10 +2,14 @@
 
     dermalens calibrate runs/x/bundle DATA --split-file runs/x/split.csv
 
-1. Temperature scaling: one T > 0 dividing the logits, fitted by minimising the validation
-   negative log-likelihood. It changes no ranking of classes, only how sure the
-   probabilities sound; ECE and reliability diagrams are reported before and after.
-2. Abstention ("uncertain"): the smallest top-1 probability threshold at which the
+1. Probabilities: softmax(logits / T + b), a temperature T > 0 and a per-class bias b,
+   fitted together by minimising the validation negative log-likelihood; ECE and
+   reliability diagrams are reported before and after. A class-weighted model is tilted
+   towards rare classes on purpose; b undoes the tilt in the probabilities, so they match
+   how often each class really is right. Answers: argmax(log p - b) = argmax(logits), the
+   model's own class-balanced ranking (stored as the bundle's `decision_bias`), so
+   calibration changes no answer. `Targets(class_bias=False)`: temperature only.
+2. Abstention ("uncertain"): the smallest threshold on the answer's probability at which the
    answers kept reach `Targets.selective_accuracy` on validation, i.e. the largest
    coverage that meets the target; never deferring more than 1 - `min_coverage` of images.
 3. Triage: malignant when P(malignant) = sum of the malignant classes' calibrated
@@ -44,22 +48,55 @@ class Targets:
     ood_k: int = 10  # the OOD score is the distance to this nearest training image
     ood_fit_images: int = 1000  # training images kept for the OOD check (class-balanced)
     seed: int = 0  # for that sample
+    # fit a per-class bias with the temperature (probabilities calibrated to the data's
+    # class mix; answers keep the model's class-balanced ranking); False: temperature only
+    class_bias: bool = True
 
 
-def _log_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Views x N x K logits -> N x K log of the view-averaged softmax."""
+def _log_probs(logits: np.ndarray, temperature: float, bias: np.ndarray | None = None):
+    """Views x N x K logits -> N x K log of the view-averaged softmax(logits / T + bias)."""
     from scipy.special import logsumexp
 
     z = np.asarray(logits, np.float64) / temperature
+    if bias is not None:
+        z = z + bias
     z = z.reshape((-1, *z.shape[-2:]))
     log_p = z - logsumexp(z, axis=2, keepdims=True)
     return logsumexp(log_p, axis=0) - math.log(len(z))
 
 
-def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+def nll(
+    logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0, bias: np.ndarray | None = None
+) -> float:
     """Mean negative log-likelihood of `labels` (N x K logits, or views x N x K)."""
-    log_p = _log_probs(logits, temperature)
+    log_p = _log_probs(logits, temperature, bias)
     return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature_and_bias(
+    logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
+) -> tuple[float, np.ndarray]:
+    """T and a per-class bias b minimising the NLL of softmax(logits / T + b).
+
+    A class-weighted model is tilted towards rare classes on purpose; one temperature
+    cannot undo a tilt, a bias can. b is centred (softmax ignores a shift); its first
+    entry is held at 0 during the fit and each stays within +-10.
+    """
+    from scipy.optimize import minimize
+
+    labels = np.asarray(labels, dtype=int)
+    k = np.asarray(logits).shape[-1]
+
+    def loss(params: np.ndarray) -> float:
+        return nll(logits, labels, math.exp(params[0]), np.r_[0.0, params[1:]])
+
+    start = np.r_[math.log(fit_temperature(logits, labels, bounds)), np.zeros(k - 1)]
+    limits = [(math.log(bounds[0]), math.log(bounds[1]))] + [(-10.0, 10.0)] * (k - 1)
+    result = minimize(loss, start, method="L-BFGS-B", bounds=limits)
+    bias = np.r_[0.0, result.x[1:]]
+    if loss(result.x) > loss(start):  # never worse than temperature alone
+        return float(math.exp(start[0])), np.zeros(k)
+    return float(math.exp(result.x[0])), bias - bias.mean()
 
 
 def fit_temperature(
@@ -100,7 +137,7 @@ def _just_below(value: float, others: np.ndarray) -> float:
 def choose_uncertain_threshold(
     confidence: np.ndarray, correct: np.ndarray, target: float = 0.90, min_coverage: float = 0.80
 ) -> float:
-    """Top-1 probability below which the answer is "uncertain" (see the module docstring)."""
+    """The answer's probability below which it is "uncertain" (see the module docstring)."""
     curve = risk_coverage(confidence, correct)
     meets = (curve["selective_accuracy"] >= target) & (curve["coverage"] >= min_coverage)
     if meets.any():
@@ -128,15 +165,18 @@ def _rate(mask: np.ndarray, of: np.ndarray) -> float | None:
 def decision_metrics(
     labels: np.ndarray,
     probs: np.ndarray,
+    answers: np.ndarray,
     malignant: np.ndarray,
     uncertain_below: float,
     triage_at: float,
     not_skin: np.ndarray | None = None,
 ) -> dict:
-    """Abstention and triage as the Predictor decides them, on labelled probabilities."""
+    """Abstention and triage as the Predictor decides them, on labelled probabilities and
+    the answers given (`Predictor.decide`)."""
     labels, malignant = np.asarray(labels, int), np.asarray(malignant, bool)
-    correct = probs.argmax(axis=1) == labels
-    kept = probs.max(axis=1) >= uncertain_below
+    answers = np.asarray(answers, int)
+    correct = answers == labels
+    kept = probs[np.arange(len(answers)), answers] >= uncertain_below
     if not_skin is not None:
         kept &= ~np.asarray(not_skin, bool)
     is_mal = malignant[labels]
@@ -189,7 +229,7 @@ def plot_risk_coverage(curve: dict[str, np.ndarray], chosen: dict, target: float
         [1 - chosen["selective_accuracy"]],
         "o",
         color="C3",
-        label=f"chosen: top-1 p >= {chosen['uncertain_below']:.2f}",
+        label=f"chosen: answer's p >= {chosen['uncertain_below']:.2f}",
     )
     ax.set_xlabel("coverage (share of images answered)")
     ax.set_ylabel("error among answered images")
@@ -201,24 +241,38 @@ def plot_risk_coverage(curve: dict[str, np.ndarray], chosen: dict, target: float
     plt.close(fig)
 
 
-def _calibration(logits, labels, temperature, out_dir: Path | None) -> dict:
+def _calibration(logits, labels, temperature, bias, out_dir: Path | None) -> dict:
     from dermalens.plots import plot_reliability
 
-    out = {"temperature": temperature, "n": int(len(labels))}
+    out = {
+        "temperature": temperature,
+        "class_bias": [round(float(b), 6) for b in bias],
+        "n": int(len(labels)),
+    }
     if not 0.06 < temperature < 19.0:  # at the search bound: the fit says little
         out["warning"] = "temperature at its search bound: is the model better than chance?"
-    for when, t in (("before", 1.0), ("after", temperature)):
-        probs = np.exp(_log_probs(logits, t))
+    biased = bool(np.any(bias))
+    for when, t, b in (("before", 1.0, None), ("after", temperature, bias)):
+        probs = np.exp(_log_probs(logits, t, b))
         ece, bins = expected_calibration_error(labels, probs)
-        out[f"ece_{when}"], out[f"nll_{when}"] = ece, nll(logits, labels, t)
+        out[f"ece_{when}"], out[f"nll_{when}"] = ece, nll(logits, labels, t, b)
         if out_dir is not None:
-            title = f"{when} temperature scaling (T = {t:.2f})"
+            how = "temperature + class bias" if biased and when == "after" else "temperature"
+            title = f"{when} {how} scaling (T = {t:.2f})"
             plot_reliability(bins, ece, out_dir / f"reliability-{when}.png", title)
+    if biased:  # what temperature alone would have given, for the record
+        t_only = fit_temperature(logits, labels)
+        out["temperature_only"] = {
+            "temperature": t_only,
+            "ece": expected_calibration_error(labels, np.exp(_log_probs(logits, t_only)))[0],
+            "nll": nll(logits, labels, t_only),
+        }
     return out
 
 
-def _abstention(probs, labels, targets: Targets, out_dir: Path | None) -> dict:
-    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+def _abstention(probs, answers, labels, targets: Targets, out_dir: Path | None) -> dict:
+    confidence = probs[np.arange(len(answers)), answers]  # the answer's own probability
+    correct = answers == labels
     threshold = choose_uncertain_threshold(
         confidence, correct, targets.selective_accuracy, targets.min_coverage
     )
@@ -232,7 +286,7 @@ def _abstention(probs, labels, targets: Targets, out_dir: Path | None) -> dict:
     if out_dir is not None:
         plot_risk_coverage(curve, chosen, targets.selective_accuracy, out_dir / "risk-coverage.png")
     rule = (
-        f"smallest top-1 probability threshold whose kept answers are >= "
+        f"smallest threshold on the answer's probability whose kept answers are >= "
         f"{targets.selective_accuracy:.0%} accurate on validation, answering at least "
         f"{targets.min_coverage:.0%} of images (exactly that many if the target is out of reach)"
     )
@@ -358,13 +412,21 @@ def calibrate(
     ok = run.ok
     labels = val["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()[ok]
     logits = run.logits[:, ok]
-    temperature = fit_temperature(logits, labels)
+    if targets.class_bias:
+        temperature, bias = fit_temperature_and_bias(logits, labels)
+    else:
+        temperature, bias = fit_temperature(logits, labels), np.zeros(len(bundle.classes))
     bundle.temperature = temperature
+    bundle.class_bias = [float(b) for b in bias]
+    # answers keep the class-weighted model's own ranking: argmax(log p - bias) = argmax(z)
+    bundle.decision_bias = [float(-b) for b in bias]
+    predictor.read_calibration()
     probs = predictor.calibrated(logits)
+    answers = predictor.decide(probs)
     malignant = np.array(bundle.malignant)
     metrics = {
-        "calibration": {**_calibration(logits, labels, temperature, out), "tta": tta},
-        "abstention": _abstention(probs, labels, targets, out),
+        "calibration": {**_calibration(logits, labels, temperature, bias, out), "tta": tta},
+        "abstention": _abstention(probs, answers, labels, targets, out),
         "triage": _triage(probs, labels, bundle.classes, malignant, targets),
     }
     bundle.thresholds["uncertain_below"] = metrics["abstention"]["uncertain_below"]

@@ -122,10 +122,28 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from dermalens.calibrate import calibrate_bundle
+    from dermalens.calibrate import Targets, calibrate_bundle
 
-    summary = calibrate_bundle(args.model, args.data, args.split_file, args.split, args.out)
+    targets = Targets(class_bias=not args.temperature_only)
+    summary = calibrate_bundle(
+        args.model, args.data, args.split_file, args.split, args.out, targets=targets
+    )
     print(json.dumps(summary, indent=2))
+    if args.record_test:
+        from dermalens.bundle import load_bundle
+        from dermalens.data.loaders import load_dataset
+        from dermalens.data.records import DataError
+        from dermalens.data.splits import load_split
+        from dermalens.evaluate import record_test
+        from dermalens.metrics import summary as summary_line
+
+        table = load_split(load_dataset(args.data), Path(args.split_file))
+        test = table[table["split"] == "test"]
+        if test.empty:
+            raise DataError(f"{args.split_file}: no test part to record")
+        bundle = load_bundle(args.model)
+        result = record_test(bundle, test, args.out or bundle.path.parent, progress=False)
+        print(f"test: {summary_line(result.metrics)}")
     return 0
 
 
@@ -170,8 +188,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--precision",
         choices=("auto", "fp32", "int8", "bf16"),
-        default="fp32",
-        help="auto: the fastest variant whose recorded agreement passed",
+        default="auto",
+        help="auto (default): the fastest variant whose recorded agreement passed",
     )
     s.set_defaults(func=_predict)
 
@@ -215,6 +233,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--split-file", required=True)
     s.add_argument("--split", default="val")
     s.add_argument("--out", type=Path)
+    s.add_argument(
+        "--temperature-only",
+        action="store_true",
+        help="no per-class bias: probabilities keep the model's class-weighted tilt",
+    )
+    s.add_argument(
+        "--record-test",
+        action="store_true",
+        help="then evaluate the split's test part, store it in the bundle (as training does) "
+        "and write the reports under --out",
+    )
     s.set_defaults(func=_calibrate)
 
     s = sub.add_parser("data", help="dataset tools")

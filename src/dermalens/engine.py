@@ -6,8 +6,6 @@ and the last feature map (for CAM heatmaps).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError
@@ -30,13 +28,17 @@ class Engine:
 class OnnxEngine(Engine):
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, threads: int = 0, path: str | None = None):
+    def __init__(
+        self, bundle: Bundle, threads: int = 0, path: str | None = None, spinning: bool = True
+    ):
+        """`spinning=False`: idle ORT threads sleep at once instead of busy-waiting, which
+        leaves the cores to the NumPy work around each call (see `fast.session_options`)."""
         import onnxruntime as ort
 
+        from dermalens.fast import session_options
+
         self.bundle = bundle
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options = session_options(threads, level="all", spinning=spinning)
         model = path or str(bundle.file(ONNX))
         self.model_path = model
         try:

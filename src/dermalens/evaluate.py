@@ -140,12 +140,14 @@ def evaluate_table(
         )
     run = run_table(predictor, table, progress=progress, use_metadata=use_metadata)
     probs, ok = predictor.calibrated(run.logits), run.ok
+    answers = predictor.decide(np.nan_to_num(probs))
     labels = table["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
-    metrics = classification_metrics(labels[ok], probs[ok], bundle.classes)
+    metrics = classification_metrics(labels[ok], probs[ok], bundle.classes, answers[ok])
     ood = predictor.ood.check(run.features[ok], run.pixels[ok]) if predictor.ood else None
     metrics["decision"] = decision_metrics(
         labels[ok],
         probs[ok],
+        answers[ok],
         predictor.malignant_mask,
         predictor.uncertain_below,
         predictor.triage_at,
@@ -159,9 +161,7 @@ def evaluate_table(
     preds = pd.DataFrame(
         {"image_id": table["image_id"].to_numpy(), "label": table["label"].to_numpy()}
     )
-    preds["predicted"] = [
-        bundle.classes[i] if k else "" for i, k in zip(np.nan_to_num(probs).argmax(1), ok)
-    ]
+    preds["predicted"] = [bundle.classes[i] if k else "" for i, k in zip(answers, ok)]
     for j, code in enumerate(bundle.classes):
         preds[f"p_{code}"] = probs[:, j].round(6)
     preds["p_malignant"] = probs[:, predictor.malignant_mask].sum(axis=1).round(6)

@@ -52,11 +52,18 @@ def ovr_auc(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[s
     return out
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Everything `evaluate` reports, as a JSON-ready dict."""
+def classification_metrics(
+    labels: np.ndarray, probs: np.ndarray, classes: list[str], preds: np.ndarray | None = None
+) -> dict:
+    """Everything `evaluate` reports, as a JSON-ready dict.
+
+    `preds` are the answers (default: the most probable class). Accuracy, balanced
+    accuracy, F1 and the confusion matrix score the answers; AUC, NLL and ECE (top-label,
+    the usual definition) score the probabilities.
+    """
     labels = np.asarray(labels, dtype=int)
     probs = np.asarray(probs, dtype=np.float64)
-    preds = probs.argmax(axis=1)
+    preds = probs.argmax(axis=1) if preds is None else np.asarray(preds, dtype=int)
     idx = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, preds, labels=idx, zero_division=0

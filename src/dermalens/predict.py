@@ -27,7 +27,7 @@ from dermalens.ood import OodDetector, load_ood, pixel_stats, pooled
 from dermalens.preprocess import to_input
 from dermalens.taxonomy import display_name, is_malignant
 
-DEFAULT_UNCERTAIN = 0.5  # top-1 probability below which the answer is "uncertain"
+DEFAULT_UNCERTAIN = 0.5  # the answer's probability below which the answer is "uncertain"
 DEFAULT_TRIAGE = 0.5  # summed malignant probability at or above which triage says malignant
 
 DISCLAIMER = (
@@ -50,6 +50,8 @@ class Prediction:
 
     classes: list[str]
     probabilities: list[float]
+    # the answer first, then the runners-up, ranked by the decision rule (see
+    # `Predictor.decide`); each with its calibrated probability, which need not fall
     top: list[ClassScore]
     malignant_probability: float
     triage: str  # "malignant" | "benign" | "uncertain" | "not_skin"
@@ -113,11 +115,17 @@ class Predictor:
         self.engine: Engine = make_engine(self.bundle, backend, threads, precision)
         self.pre = self.bundle.preprocessing
         self.tta = tta
-        thresholds = self.bundle.thresholds
+        self.malignant_mask = np.array(self.bundle.malignant)
+        self.read_calibration()
+        self.ood: OodDetector | None = load_ood(self.bundle) if ood else None
+
+    def read_calibration(self) -> None:
+        """(Re)read the bundle's calibration and thresholds (after `calibrate` changed them)."""
+        thresholds, k = self.bundle.thresholds, len(self.bundle.classes)
         self.uncertain_below = float(thresholds.get("uncertain_below", DEFAULT_UNCERTAIN))
         self.triage_at = float(thresholds.get("triage_malignant", DEFAULT_TRIAGE))
-        self.malignant_mask = np.array(self.bundle.malignant)
-        self.ood: OodDetector | None = load_ood(self.bundle) if ood else None
+        self.class_bias = np.array(self.bundle.class_bias or [0.0] * k, np.float64)
+        self.decision_bias = np.array(self.bundle.decision_bias or [0.0] * k, np.float64)
 
     def prepare(self, source: ImageSource) -> np.ndarray:
         return to_input(source, self.pre)
@@ -141,10 +149,26 @@ class Predictor:
         return logits.reshape(-1, n, logits.shape[-1]), fmap[:n]
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        """Views x N x classes logits -> N x classes probabilities (mean over views)."""
-        views = logits.reshape(-1, logits.shape[-1])
-        probs = softmax(views, self.bundle.temperature)
+        """Views x N x classes logits -> N x classes probabilities (mean over views):
+        softmax(logits / temperature + class_bias), both fitted on validation."""
+        views = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
+        views = views / self.bundle.temperature + self.class_bias
+        probs = softmax(views)
         return probs.reshape(logits.shape).mean(axis=0)
+
+    def decision_scores(self, probs: np.ndarray) -> np.ndarray:
+        """log(probability) + decision_bias; the answer is the highest-scoring class.
+
+        Probabilities are calibrated to the training data's class mix (most lesions are
+        nevi), so their argmax rarely names a rare class. The decision bias (fitted with the
+        calibration; by default minus the class bias, i.e. the class-weighted model's own
+        ranking) re-weights classes for balanced recall without changing the probabilities.
+        """
+        return np.log(np.maximum(probs, 1e-300)) + self.decision_bias
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """N x classes calibrated probabilities -> the index of each image's answer."""
+        return self.decision_scores(probs).argmax(axis=1)
 
     def probabilities(
         self, batch: np.ndarray, meta: np.ndarray | None = None, tta: bool | None = None
@@ -186,7 +210,7 @@ class Predictor:
             heatmap = cam(
                 fmap[0],
                 self.engine.head()[0],
-                int(probs.argmax()),
+                int(self.decide(probs[None])[0]),
                 (self.pre.height, self.pre.width),
             )
         t3 = time.perf_counter()
@@ -215,7 +239,9 @@ class Predictor:
         not_skin_reason: str = "",
     ) -> Prediction:
         classes = self.bundle.classes
-        order = np.argsort(-probs)[: max(1, min(top_k, len(classes)))]
+        # ranked by the decision rule, so top[0] is the answer; each with its probability
+        scores = self.decision_scores(probs[None])[0]
+        order = np.argsort(-scores, kind="stable")[: max(1, min(top_k, len(classes)))]
         top = [
             ClassScore(
                 classes[i], display_name(classes[i]), float(probs[i]), is_malignant(classes[i])
@@ -224,7 +250,7 @@ class Predictor:
         ]
         p_mal = float(probs[self.malignant_mask].sum())
         not_skin = bool(not_skin_reason)
-        uncertain = not_skin or bool(probs.max() < self.uncertain_below)
+        uncertain = not_skin or bool(probs[order[0]] < self.uncertain_below)
         if not_skin:
             triage = "not_skin"
         elif uncertain:
@@ -233,7 +259,7 @@ class Predictor:
             triage = "malignant" if p_mal >= self.triage_at else "benign"
         rule = (
             f"malignant if P(malignant classes) >= {self.triage_at:.3f}; "
-            f"uncertain if top-1 probability < {self.uncertain_below:.3f}"
+            f"uncertain if the answer's probability < {self.uncertain_below:.3f}"
         )
         if self.ood is not None:
             rule += (

@@ -46,7 +46,11 @@ def load_predictor(settings: Settings) -> Predictor:
     check_model(settings.model)
     try:
         predictor = Predictor(
-            settings.model, backend="onnx", threads=settings.threads, tta=settings.tta
+            settings.model,
+            backend="onnx",
+            threads=settings.threads,
+            tta=settings.tta,
+            precision=settings.precision,
         )
         # Warm up: read the head weights for heatmaps and let ONNX Runtime allocate now,
         # so the first request is as fast as the others.

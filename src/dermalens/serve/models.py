@@ -24,7 +24,7 @@ class PredictionRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     model_name: Mapped[str] = mapped_column(String(200))
     model_version: Mapped[str] = mapped_column(String(200), index=True)
-    label: Mapped[str] = mapped_column(String(64))  # top-1 class code
+    label: Mapped[str] = mapped_column(String(64))  # the answer's class code (top[0])
     triage: Mapped[str] = mapped_column(String(16))
     uncertain: Mapped[bool] = mapped_column(Boolean)
     age: Mapped[float | None] = mapped_column(Float)

@@ -28,7 +28,7 @@ class Triage(BaseModel):
 
 class Heatmap(BaseModel):
     image: str = Field(description="PNG overlay as a data URL (data:image/png;base64,...)")
-    target: str = Field(description="class code the map explains (the top-1 class)")
+    target: str = Field(description="class code the map explains (the answer, top[0])")
     method: str = "Grad-CAM on the last feature map (equal to CAM for a pooled linear head)"
 
 
@@ -42,10 +42,13 @@ class PredictionOut(BaseModel):
     id: str
     created_at: datetime
     model: ModelRef
-    top: list[ClassScore]
+    top: list[ClassScore] = Field(
+        description="the answer first, then runners-up, ranked by the class-balanced decision "
+        "rule; each with its calibrated probability (which need not decrease down the list)"
+    )
     probabilities: dict[str, float] = Field(description="every class, in the model's order")
     triage: Triage
-    uncertain: bool = Field(description="true when the top-1 probability is below threshold")
+    uncertain: bool = Field(description="true when the answer's probability is below threshold")
     not_skin: bool = Field(False, description="the image does not look like dermoscopic skin")
     not_skin_reason: str = ""
     ood_score: float | None = Field(None, description="about 1 on typical skin images")
@@ -62,7 +65,7 @@ class PredictionOut(BaseModel):
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    agree: bool = Field(description="true: the top-1 class is right")
+    agree: bool = Field(description="true: the answer (top[0]) is right")
     correct_label: str | None = Field(
         None, max_length=64, description="taxonomy code of the right class; needed if agree=false"
     )
