@@ -48,6 +48,7 @@ class Variant:
     path: Path | None = None  # ONNX file for ort / split
     note: str = ""
     results: dict = field(default_factory=dict)
+    spinning: bool = True  # ONNX Runtime threads busy-wait between calls
 
 
 def make_engine(bundle: Bundle, v: Variant):
@@ -58,8 +59,10 @@ def make_engine(bundle: Bundle, v: Variant):
     if v.kind == "torch-bf16":
         return TorchBf16Engine(bundle)
     if v.kind == "ort":
-        return OnnxEngine(bundle, path=str(v.path))
-    return SplitEngine([OnnxEngine(bundle, 1, path=str(v.path)) for _ in range(cores())])
+        return OnnxEngine(bundle, path=str(v.path), spinning=v.spinning)
+    return SplitEngine(
+        [OnnxEngine(bundle, 1, path=str(v.path), spinning=v.spinning) for _ in range(cores())]
+    )
 
 
 def held_out(data: str, split_file: Path, split: str):
@@ -105,12 +108,8 @@ def time_calls(engine, x: np.ndarray, seconds: float) -> list[float]:
     return laps
 
 
-def predict_latency(
-    bundle: Bundle, engine, files: list[Path], explain: bool, n: int, lean: bool = False
-) -> float:
-    """Median ms of `Predictor.predict(jpeg)`, decoding included. `lean` is kept for the
-    table's column: the lean normalise is now `preprocess.normalise` itself (one path), so
-    both columns time the same code and their difference is run-to-run noise."""
+def predict_latency(bundle: Bundle, engine, files: list[Path], explain: bool, n: int) -> float:
+    """Median ms of `Predictor.predict(jpeg)`, decoding, preprocessing and OOD included."""
     from dermalens.predict import Predictor
 
     predictor = Predictor(bundle, backend="onnx" if bundle.has(ONNX) else "auto")
@@ -197,7 +196,14 @@ def collect_variants(bundle: Bundle, args, calib: list, tmp: Path) -> list[Varia
     out = [
         Variant("PyTorch eager fp32", "torch", bundle.file("model.pt"), "channels_last"),
         Variant("PyTorch bf16 autocast", "torch-bf16", bundle.file("model.pt")),
-        Variant("ORT fp32", "ort", bundle.file(ONNX), "model.onnx as exported"),
+        Variant("ORT fp32", "ort", bundle.file(ONNX), "model.onnx as shipped"),
+        Variant(
+            "ORT fp32, threads sleep",
+            "ort",
+            bundle.file(ONNX),
+            "model.onnx, session.intra_op.allow_spinning=0",
+            spinning=False,
+        ),
         Variant("ORT fp32 optimised", "ort", opt, "pads frozen, graph saved offline"),
         Variant("ORT fp32 optimised, split", "split", opt, f"{cores()} sessions x 1 thread"),
     ]
@@ -312,14 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         speed_rows(variants, engines, images, args.seconds, args.rounds, roofline)
         jpegs = files[:50]
         for v in variants:
-            for key, explain, lean in (
-                ("predict_p50_ms", False, False),
-                ("predict_heatmap_p50_ms", True, False),
-                ("predict_lean_p50_ms", False, True),
-                ("predict_lean_heatmap_p50_ms", True, True),
-            ):
+            for key, explain in (("predict_p50_ms", False), ("predict_heatmap_p50_ms", True)):
                 v.results[key] = predict_latency(
-                    bundle, engines[v.name], jpegs, explain, args.latency_calls, lean
+                    bundle, engines[v.name], jpegs, explain, args.latency_calls
                 )
             v.results["peak_rss_mb"] = peak_memory_mb(str(bundle.path), v)
             report["variants"].append({"name": v.name, "kind": v.kind, "note": v.note, **v.results})
@@ -343,9 +344,9 @@ def folder_throughput(bundle: Bundle, variants: list[Variant], files: list[Path]
     best = max(ok, key=lambda v: v.results["batch32"]["images_per_s"])
     bench = best.results["batch32"]["images_per_s"]
     predictor = Predictor(bundle, backend="onnx")
-    predictor.engine = OnnxEngine(bundle, path=str(best.path))
     out = []
-    for sessions in (1, cores()):
+    for sessions, spinning in ((1, True), (cores(), True), (1, False), (cores(), False)):
+        predictor.engine = OnnxEngine(bundle, path=str(best.path), spinning=spinning)
         start = time.perf_counter()
         items = predict_folder(predictor, files, progress=False, sessions=sessions)
         n = sum(1 for item in items if item.prediction)
@@ -355,6 +356,7 @@ def folder_throughput(bundle: Bundle, variants: list[Variant], files: list[Path]
                 "file": best.path.name,
                 "benchmark_variant": best.name,
                 "sessions": sessions,
+                "spinning": spinning,
                 "images": n,
                 "images_per_s": rate,
                 "share_of_benchmark": rate / bench,
@@ -373,7 +375,6 @@ def row(r: dict) -> str:
         f"{b32['p50_ms']:.1f} / {b32['p99_ms']:.1f}",
         f"{b32['roofline_ratio']:.2f}",
         f"{r['predict_p50_ms']:.2f} / {r['predict_heatmap_p50_ms']:.2f}",
-        f"{r['predict_lean_p50_ms']:.2f} / {r['predict_lean_heatmap_p50_ms']:.2f}",
         f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "?",
         f"{r['size_mb']:.1f}" if r["size_mb"] else "-",
         f"{100 * r['top1_agreement']:.2f}",
@@ -392,7 +393,6 @@ HEADER = [
     "b32 p50 / p99 ms",
     "b32 / roofline",
     "predict() p50 ms (+heatmap)",
-    "same, lean normalise",
     "peak RSS MB",
     "size MB",
     "top-1 agree %",
@@ -407,7 +407,8 @@ def markdown(report: dict) -> str:
     lines += [row(r) for r in report["variants"]]
     for f in report.get("folder") or []:
         lines.append(
-            f"\nFolder pipeline ({f['file']}, {f['sessions']} session(s), {f['images']} images "
+            f"\nFolder pipeline ({f['file']}, {f['sessions']} session(s), "
+            f"{'spinning' if f.get('spinning', True) else 'threads sleep'}, {f['images']} images "
             f"from disk): {f['images_per_s']:.0f} images/s = "
             f"{100 * f['share_of_benchmark']:.0f} % of {f['benchmark_variant']} at batch 32."
         )

@@ -95,6 +95,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.backend,
         progress=not args.quiet,
         use_metadata=not args.no_metadata,
+        keep_duplicates=args.keep_duplicates,
     )
     print(summary(result.metrics))
     for name, row in result.metrics["per_class"].items():
@@ -131,6 +132,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     if args.record_test:
         from dermalens.bundle import load_bundle
+        from dermalens.data.check import duplicate_extras
         from dermalens.data.loaders import load_dataset
         from dermalens.data.records import DataError
         from dermalens.data.splits import load_split
@@ -139,6 +141,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
         table = load_split(load_dataset(args.data), Path(args.split_file))
         test = table[table["split"] == "test"]
+        test = test[~test["image_id"].isin(duplicate_extras(table))]  # as training does
         if test.empty:
             raise DataError(f"{args.split_file}: no test part to record")
         bundle = load_bundle(args.model)
@@ -209,6 +212,11 @@ def parser() -> argparse.ArgumentParser:
         "--no-metadata",
         action="store_true",
         help="feed age, sex and site as missing (models trained with metadata)",
+    )
+    s.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="count byte-identical images every time (default: once, as training does)",
     )
     s.set_defaults(func=_evaluate)
 

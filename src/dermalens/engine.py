@@ -38,6 +38,7 @@ class OnnxEngine(Engine):
         from dermalens.fast import session_options
 
         self.bundle = bundle
+        self.spinning = spinning
         options = session_options(threads, level="all", spinning=spinning)
         model = path or str(bundle.file(ONNX))
         self.model_path = model
@@ -158,7 +159,11 @@ class TorchBf16Engine(TorchEngine):
 
 
 def make_engine(
-    bundle: Bundle, backend: str = "auto", threads: int = 0, precision: str = "fp32"
+    bundle: Bundle,
+    backend: str = "auto",
+    threads: int = 0,
+    precision: str = "fp32",
+    spinning: bool = True,
 ) -> Engine:
     """ONNX Runtime when the bundle has an ONNX file (or asked), else PyTorch.
 
@@ -166,6 +171,7 @@ def make_engine(
     `dermalens.variants`): "int8", "bf16", or "auto" for the fastest accepted one (the
     plain model when none is accepted). A rejected or missing variant is an error; a
     variant brings its own backend (int8 and fp32 ONNX Runtime, bf16 PyTorch).
+    `spinning=False` lets idle ONNX Runtime threads sleep at once (see `OnnxEngine`).
     """
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"backend {backend!r} not in ('auto', 'onnx', 'torch')")
@@ -174,11 +180,11 @@ def make_engine(
 
         chosen = select_variant(bundle, precision)
         if chosen is not None:
-            return variant_engine(bundle, chosen, threads=threads)
+            return variant_engine(bundle, chosen, threads=threads, spinning=spinning)
     if backend == "onnx" or (backend == "auto" and bundle.has(ONNX)):
         if not bundle.has(ONNX):
             raise BundleError(f"{bundle.path}: no {ONNX}; run `dermalens export {bundle.path}`")
-        return OnnxEngine(bundle, threads)
+        return OnnxEngine(bundle, threads, spinning=spinning)
     if not bundle.has(WEIGHTS):
         raise BundleError(f"{bundle.path}: no {WEIGHTS} for the PyTorch backend")
     return TorchEngine(bundle, threads)

@@ -202,7 +202,10 @@ def split_engine(engine, parts: int = 0) -> SplitEngine:
 
     if not isinstance(engine, OnnxEngine):
         raise TypeError(f"only ONNX Runtime engines can be split, not {type(engine).__name__}")
-    copies = [OnnxEngine(engine.bundle, 1, path=engine.model_path) for _ in range(parts or cores())]
+    copies = [
+        OnnxEngine(engine.bundle, 1, path=engine.model_path, spinning=engine.spinning)
+        for _ in range(parts or cores())
+    ]
     return SplitEngine(copies)
 
 

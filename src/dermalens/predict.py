@@ -109,10 +109,12 @@ class Predictor:
         tta: bool = False,
         ood: bool = True,
         precision: str = "fp32",
+        spinning: bool = True,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         # precision: "fp32" (model.onnx), a variant name, or "auto" (see dermalens.variants)
-        self.engine: Engine = make_engine(self.bundle, backend, threads, precision)
+        # spinning: ONNX Runtime threads busy-wait between calls (see `OnnxEngine`)
+        self.engine: Engine = make_engine(self.bundle, backend, threads, precision, spinning)
         self.pre = self.bundle.preprocessing
         self.tta = tta
         self.malignant_mask = np.array(self.bundle.malignant)

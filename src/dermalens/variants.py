@@ -112,7 +112,13 @@ def machine() -> str:
     return f"{cpu}, {cores()} cores"
 
 
-def variant_engine(bundle: Bundle, precision: str, path: Path | None = None, threads: int = 0):
+def variant_engine(
+    bundle: Bundle,
+    precision: str,
+    path: Path | None = None,
+    threads: int = 0,
+    spinning: bool = True,
+):
     """An engine running one variant (its file from the bundle unless `path` is given)."""
     from dermalens.engine import OnnxEngine, TorchBf16Engine
 
@@ -120,7 +126,9 @@ def variant_engine(bundle: Bundle, precision: str, path: Path | None = None, thr
         raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
     if ENGINES[precision] == "torch-bf16":
         return TorchBf16Engine(bundle, threads)
-    return OnnxEngine(bundle, threads, path=str(path or bundle.file(FILES[precision])))
+    return OnnxEngine(
+        bundle, threads, path=str(path or bundle.file(FILES[precision])), spinning=spinning
+    )
 
 
 def build_variant(bundle: Bundle, precision: str, dst: Path, calib_images, config) -> dict:
