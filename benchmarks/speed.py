@@ -108,11 +108,13 @@ def time_calls(engine, x: np.ndarray, seconds: float) -> list[float]:
     return laps
 
 
-def predict_latency(bundle: Bundle, engine, files: list[Path], explain: bool, n: int) -> float:
+def predict_latency(
+    bundle: Bundle, engine, files: list[Path], explain: bool, n: int, tta: bool = False
+) -> float:
     """Median ms of `Predictor.predict(jpeg)`, decoding, preprocessing and OOD included."""
     from dermalens.predict import Predictor
 
-    predictor = Predictor(bundle, backend="onnx" if bundle.has(ONNX) else "auto")
+    predictor = Predictor(bundle, backend="onnx" if bundle.has(ONNX) else "auto", tta=tta)
     predictor.engine = engine
     laps = []
     for f in files[:5]:
@@ -271,6 +273,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="held-out part of the split")
     p.add_argument("--int8", nargs="*", default=[], help="extra int8 configs, e.g. entropy-qdq")
     p.add_argument("--onnx", nargs="*", default=[], help="more ONNX files: NAME=PATH")
+    p.add_argument("--limit", type=int, default=0, help="use only this many held-out images")
     p.add_argument("--calib", type=int, default=512, help="calibration images (train split)")
     p.add_argument("--seconds", type=float, default=2.0, help="per variant, batch and round")
     p.add_argument("--rounds", type=int, default=3)
@@ -291,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     split_file = args.split_file or bundle.path.parent / "split.csv"
     table, train = held_out(args.data, split_file, args.split)
     table = table[table["label"].isin(bundle.classes)].reset_index(drop=True)
+    if args.limit:  # smoke runs
+        table = table.head(args.limit)
     files = [Path(f) for f in table["path"]]
     labels = table["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
     calib = list(train["path"].sample(min(args.calib, len(train)), random_state=0))
@@ -325,6 +330,14 @@ def main(argv: list[str] | None = None) -> int:
             v.results["peak_rss_mb"] = peak_memory_mb(str(bundle.path), v)
             report["variants"].append({"name": v.name, "kind": v.kind, "note": v.note, **v.results})
             print(row(report["variants"][-1]), flush=True)
+        fp32 = next(v for v in variants if v.name == "ORT fp32")
+        report["tta_predict_p50_ms"] = {
+            "variant": fp32.name,
+            "without": fp32.results["predict_p50_ms"],
+            "with": predict_latency(
+                bundle, engines[fp32.name], jpegs, False, args.latency_calls, tta=True
+            ),
+        }
         report["folder"] = folder_throughput(bundle, variants, files)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
@@ -405,6 +418,12 @@ HEADER = [
 def markdown(report: dict) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += [row(r) for r in report["variants"]]
+    tta = report.get("tta_predict_p50_ms")
+    if tta:
+        lines.append(
+            f"\nTest-time augmentation (4 views in one batch), {tta['variant']}: predict() p50 "
+            f"{tta['with']:.2f} ms against {tta['without']:.2f} ms without."
+        )
     for f in report.get("folder") or []:
         lines.append(
             f"\nFolder pipeline ({f['file']}, {f['sessions']} session(s), "
