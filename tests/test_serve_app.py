@@ -109,6 +109,9 @@ def test_unknown_setting_is_rejected_with_a_suggestion():
         make_settings(max_upload=5)
     with pytest.raises(ValueError, match="maps_url"):
         Settings(maps_url="javascript:alert(1)")
+    with pytest.raises(ValueError, match="precision"):
+        Settings(precision="fp8")
+    assert Settings().precision == "auto"  # the fastest variant that passed its agreement
 
 
 def test_missing_model_fails_at_startup_with_a_clear_message(tmp_path):
