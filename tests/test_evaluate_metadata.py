@@ -48,3 +48,20 @@ def test_cli_flag(meta_bundle, tiny_ham, tmp_path, capsys):
     args = ["evaluate", str(meta_bundle), str(tiny_ham), "--out", str(out), "--quiet"]
     assert main([*args, "--no-metadata", "--backend", "torch"]) == 0
     assert pd.read_json(out / "metrics.json", typ="series")["metadata"] is False
+
+
+def test_exact_duplicates_are_counted_once_unless_asked(tiny_bundle, tiny_ham, tmp_path):
+    """Training drops all but one copy of byte-identical images; evaluation does the same."""
+    import shutil
+
+    data = tmp_path / "ham"
+    shutil.copytree(tiny_ham, data)
+    meta = pd.read_csv(data / "metadata.csv")
+    first = meta.iloc[0]
+    shutil.copy(data / "images" / f"{first['image_id']}.jpg", data / "images" / "copy_0.jpg")
+    extra = {**first.to_dict(), "image_id": "copy_0", "lesion_id": "copy_lesion"}
+    pd.concat([meta, pd.DataFrame([extra])]).to_csv(data / "metadata.csv", index=False)
+    once = evaluate(tiny_bundle, data, progress=False).metrics
+    every = evaluate(tiny_bundle, data, progress=False, keep_duplicates=True).metrics
+    assert every["n"] == len(meta) + 1
+    assert once["n"] == len(meta)
