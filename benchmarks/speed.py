@@ -32,7 +32,7 @@ import numpy as np
 
 from dermalens.bundle import ONNX, Bundle, load_bundle, now
 from dermalens.fast import SplitEngine, cores
-from dermalens.predict import softmax
+from dermalens.predict import Calibration
 from dermalens.quantize import Int8Config, batches
 from dermalens.variants import FILES, MAX_PROB_DIFF, TOP1_MIN, machine
 
@@ -92,9 +92,11 @@ def build_int8(bundle: Bundle, configs: dict[str, Int8Config], calib: list, tmp:
     return variants
 
 
-def outputs(engine, images: np.ndarray, temperature: float) -> np.ndarray:
+def outputs(engine, images: np.ndarray, calibration: Calibration) -> np.ndarray:
+    """The served (calibrated) probabilities of every image."""
     probs = [
-        softmax(engine.run(images[i : i + 32])[0], temperature) for i in range(0, len(images), 32)
+        calibration.probabilities(engine.run(images[i : i + 32])[0])
+        for i in range(0, len(images), 32)
     ]
     return np.concatenate(probs)
 
@@ -226,20 +228,23 @@ def collect_variants(bundle: Bundle, args, calib: list, tmp: Path) -> list[Varia
     return [v for v in out if v.kind not in ("torch", "torch-bf16") or bundle.has("model.pt")]
 
 
-def agreement_rows(variants: list[Variant], engines: dict, images, labels, temperature) -> None:
-    """Top-1 agreement and max |dp| against ORT fp32, and balanced accuracy, per variant."""
+def agreement_rows(variants: list[Variant], engines: dict, images, labels, calibration) -> None:
+    """Agreement of the answers and max |dp| of the served probabilities against ORT fp32,
+    and balanced accuracy of the answers, per variant."""
     from sklearn.metrics import balanced_accuracy_score
 
-    reference = outputs(engines["ORT fp32"], images, temperature)
+    reference = outputs(engines["ORT fp32"], images, calibration)
+    ref_answers = calibration.decide(reference)
     for v in variants:
-        probs = outputs(engines[v.name], images, temperature)
-        top1 = float((probs.argmax(1) == reference.argmax(1)).mean())
+        probs = outputs(engines[v.name], images, calibration)
+        answers = calibration.decide(probs)
+        top1 = float((answers == ref_answers).mean())
         worst = float(np.abs(probs - reference).max())
         v.results = {
             "top1_agreement": top1,
             "max_abs_prob_diff": worst,
             "meets_threshold": top1 >= TOP1_MIN and worst <= MAX_PROB_DIFF,
-            "balanced_accuracy": float(balanced_accuracy_score(labels, probs.argmax(1))),
+            "balanced_accuracy": float(balanced_accuracy_score(labels, answers)),
             "size_mb": v.path.stat().st_size / 2**20 if v.path else None,
         }
 
@@ -319,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dermalens-speed-") as tmp:
         variants = collect_variants(bundle, args, calib, Path(tmp))
         engines = {v.name: make_engine(bundle, v) for v in variants}
-        agreement_rows(variants, engines, images, labels, bundle.temperature)
+        agreement_rows(variants, engines, images, labels, Calibration.of(bundle))
         speed_rows(variants, engines, images, args.seconds, args.rounds, roofline)
         jpegs = files[:50]
         for v in variants:

@@ -77,8 +77,8 @@ def test_answers_keep_the_model_ranking_while_probabilities_move(tiny_bundle):
     predictor = Predictor(tiny_bundle)
     logits = np.random.default_rng(0).normal(scale=2.0, size=(1, 200, 7))
     plain = predictor.decide(predictor.calibrated(logits))
-    predictor.class_bias = np.array([2.0, -1.0, 0.0, 0.5, 0.0, -1.5, 0.0])
-    predictor.decision_bias = -predictor.class_bias
+    predictor.calibration.class_bias = np.array([2.0, -1.0, 0.0, 0.5, 0.0, -1.5, 0.0])
+    predictor.calibration.decision_bias = -predictor.calibration.class_bias
     probs = predictor.calibrated(logits)
     answers = predictor.decide(probs)
     assert np.array_equal(answers, plain)  # the same answers as before the bias

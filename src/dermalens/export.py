@@ -169,7 +169,7 @@ def _embed_description(path: Path, bundle: Bundle) -> None:
 
 def compare(bundle: Bundle, reference, candidate, images: list[Path] | None) -> dict:
     """Max |difference| of probabilities and top-1 agreement between two engines."""
-    from dermalens.predict import softmax
+    from dermalens.predict import Calibration
     from dermalens.preprocess import to_input
 
     pre = bundle.preprocessing
@@ -183,11 +183,12 @@ def compare(bundle: Bundle, reference, candidate, images: list[Path] | None) -> 
         source = "4 random inputs"
     ref_logits, _ = reference.run(batch)
     new_logits, _ = candidate.run(batch)
-    p_ref, p_new = softmax(ref_logits, bundle.temperature), softmax(new_logits, bundle.temperature)
+    served = Calibration.of(bundle)  # the bundle's calibration, whatever it is now
+    p_ref, p_new = served.probabilities(ref_logits), served.probabilities(new_logits)
     return {
         "images": source,
         "max_abs_prob_diff": float(np.abs(p_ref - p_new).max()),
         "max_abs_logit_diff": float(np.abs(ref_logits - new_logits).max()),
-        "top1_agreement": float((p_ref.argmax(1) == p_new.argmax(1)).mean()),
+        "top1_agreement": float((served.decide(p_ref) == served.decide(p_new)).mean()),
         "checked": now(),
     }

@@ -94,6 +94,45 @@ def tta_views(batch: np.ndarray) -> np.ndarray:
     return np.concatenate([batch, batch[..., ::-1], batch[..., ::-1, :], batch[..., ::-1, ::-1]])
 
 
+@dataclass
+class Calibration:
+    """From logits to what is shown and answered, as fitted by `dermalens.calibrate`.
+
+    Probabilities: softmax(logits / temperature + class_bias), averaged over TTA views;
+    calibrated to how often each class is right on validation. Answer: the class with the
+    highest log(probability) + decision_bias. Probabilities follow the training data's
+    class mix (most lesions are nevi), so their argmax rarely names a rare class; the
+    decision bias (by default minus the class bias: the class-weighted model's own
+    ranking) re-weights classes for balanced recall without changing the probabilities.
+    """
+
+    temperature: float
+    class_bias: np.ndarray
+    decision_bias: np.ndarray
+
+    @classmethod
+    def of(cls, bundle: Bundle) -> Calibration:
+        k = len(bundle.classes)
+        return cls(
+            float(bundle.temperature),
+            np.array(bundle.class_bias or [0.0] * k, np.float64),
+            np.array(bundle.decision_bias or [0.0] * k, np.float64),
+        )
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Views x N x classes (or N x classes) logits -> N x classes probabilities."""
+        views = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
+        probs = softmax(views / self.temperature + self.class_bias)
+        return probs.reshape((-1, *logits.shape[-2:])).mean(axis=0)
+
+    def scores(self, probs: np.ndarray) -> np.ndarray:
+        """log(probability) + decision_bias: the answer is the highest-scoring class."""
+        return np.log(np.maximum(probs, 1e-300)) + self.decision_bias
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        return self.scores(probs).argmax(axis=1)
+
+
 class Predictor:
     """Loads a bundle once; predicts single images or batches.
 
@@ -123,11 +162,10 @@ class Predictor:
 
     def read_calibration(self) -> None:
         """(Re)read the bundle's calibration and thresholds (after `calibrate` changed them)."""
-        thresholds, k = self.bundle.thresholds, len(self.bundle.classes)
+        thresholds = self.bundle.thresholds
         self.uncertain_below = float(thresholds.get("uncertain_below", DEFAULT_UNCERTAIN))
         self.triage_at = float(thresholds.get("triage_malignant", DEFAULT_TRIAGE))
-        self.class_bias = np.array(self.bundle.class_bias or [0.0] * k, np.float64)
-        self.decision_bias = np.array(self.bundle.decision_bias or [0.0] * k, np.float64)
+        self.calibration = Calibration.of(self.bundle)
 
     def prepare(self, source: ImageSource) -> np.ndarray:
         return to_input(source, self.pre)
@@ -151,26 +189,15 @@ class Predictor:
         return logits.reshape(-1, n, logits.shape[-1]), fmap[:n]
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        """Views x N x classes logits -> N x classes probabilities (mean over views):
-        softmax(logits / temperature + class_bias), both fitted on validation."""
-        views = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
-        views = views / self.bundle.temperature + self.class_bias
-        probs = softmax(views)
-        return probs.reshape(logits.shape).mean(axis=0)
+        """Views x N x classes logits -> N x classes calibrated probabilities."""
+        return self.calibration.probabilities(logits)
 
     def decision_scores(self, probs: np.ndarray) -> np.ndarray:
-        """log(probability) + decision_bias; the answer is the highest-scoring class.
-
-        Probabilities are calibrated to the training data's class mix (most lesions are
-        nevi), so their argmax rarely names a rare class. The decision bias (fitted with the
-        calibration; by default minus the class bias, i.e. the class-weighted model's own
-        ranking) re-weights classes for balanced recall without changing the probabilities.
-        """
-        return np.log(np.maximum(probs, 1e-300)) + self.decision_bias
+        return self.calibration.scores(probs)
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """N x classes calibrated probabilities -> the index of each image's answer."""
-        return self.decision_scores(probs).argmax(axis=1)
+        return self.calibration.decide(probs)
 
     def probabilities(
         self, batch: np.ndarray, meta: np.ndarray | None = None, tta: bool | None = None

@@ -60,15 +60,16 @@ class Agreement:
 
 def agreement(bundle: Bundle, reference, candidate, images: Sequence) -> Agreement:
     """Top-1 agreement and max |dp| of `candidate` against `reference` (engines)."""
-    from dermalens.predict import softmax
+    from dermalens.predict import Calibration
 
+    served = Calibration.of(bundle)  # the served numbers: probabilities and answers
     worst, preds, refs = 0.0, [], []
     for batch in batches(images, bundle):
-        p_ref = softmax(reference.run(batch)[0], bundle.temperature)
-        p_new = softmax(candidate.run(batch)[0], bundle.temperature)
+        p_ref = served.probabilities(reference.run(batch)[0])
+        p_new = served.probabilities(candidate.run(batch)[0])
         worst = max(worst, float(np.abs(p_ref - p_new).max()))
-        preds.append(p_new.argmax(1))
-        refs.append(p_ref.argmax(1))
+        preds.append(served.decide(p_new))
+        refs.append(served.decide(p_ref))
     if not preds:
         raise ValueError("no evaluation images")
     pred, ref = np.concatenate(preds), np.concatenate(refs)
