@@ -25,7 +25,7 @@ from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import load_split
 from dermalens.evaluate import run_table
 from dermalens.metrics import classification_metrics
-from dermalens.predict import Predictor
+from dermalens.predict import Calibration, Predictor
 
 
 def main() -> None:
@@ -55,7 +55,7 @@ def main() -> None:
         ),
         "same probabilities, answers argmax(log p - bias) (what `calibrate` stores)": (
             biased,
-            (np.log(biased) - bias).argmax(axis=1),
+            Calibration(temperature, bias, -bias).decide(biased),
         ),
     }
     print(f"test part, {len(test_y)} images; all fitted on {len(val_y)} validation images")

@@ -130,15 +130,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    # mkstemp makes the file owner-only; keep the old file's mode (else a umask default)
+    # mkstemp makes the file owner-only; keep the old file's mode (a new file: rw-r--r--)
     # so that a bundle written by one user can still be served by another.
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    os.chmod(tmp, mode)
+    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
     os.replace(tmp, path)
 
 

@@ -74,13 +74,17 @@ def nll(
 
 
 def fit_temperature_and_bias(
-    logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
+    logits: np.ndarray,
+    labels: np.ndarray,
+    bounds: tuple[float, float] = (0.05, 20.0),
+    temperature_only: float | None = None,
 ) -> tuple[float, np.ndarray]:
     """T and a per-class bias b minimising the NLL of softmax(logits / T + b).
 
     A class-weighted model is tilted towards rare classes on purpose; one temperature
     cannot undo a tilt, a bias can. b is centred (softmax ignores a shift); its first
-    entry is held at 0 during the fit and each stays within +-10.
+    entry is held at 0 during the fit and each stays within +-10. The fit starts from
+    the temperature-only fit (`temperature_only`, fitted here when not given).
     """
     from scipy.optimize import minimize
 
@@ -90,7 +94,8 @@ def fit_temperature_and_bias(
     def loss(params: np.ndarray) -> float:
         return nll(logits, labels, math.exp(params[0]), np.r_[0.0, params[1:]])
 
-    start = np.r_[math.log(fit_temperature(logits, labels, bounds)), np.zeros(k - 1)]
+    t_only = temperature_only or fit_temperature(logits, labels, bounds)
+    start = np.r_[math.log(t_only), np.zeros(k - 1)]
     limits = [(math.log(bounds[0]), math.log(bounds[1]))] + [(-10.0, 10.0)] * (k - 1)
     result = minimize(loss, start, method="L-BFGS-B", bounds=limits)
     bias = np.r_[0.0, result.x[1:]]
@@ -241,7 +246,7 @@ def plot_risk_coverage(curve: dict[str, np.ndarray], chosen: dict, target: float
     plt.close(fig)
 
 
-def _calibration(logits, labels, temperature, bias, out_dir: Path | None) -> dict:
+def _calibration(logits, labels, temperature, bias, t_only, out_dir: Path | None) -> dict:
     from dermalens.plots import plot_reliability
 
     out = {
@@ -261,7 +266,6 @@ def _calibration(logits, labels, temperature, bias, out_dir: Path | None) -> dic
             title = f"{when} {how} scaling (T = {t:.2f})"
             plot_reliability(bins, ece, out_dir / f"reliability-{when}.png", title)
     if biased:  # what temperature alone would have given, for the record
-        t_only = fit_temperature(logits, labels)
         out["temperature_only"] = {
             "temperature": t_only,
             "ece": expected_calibration_error(labels, np.exp(_log_probs(logits, t_only)))[0],
@@ -412,10 +416,11 @@ def calibrate(
     ok = run.ok
     labels = val["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()[ok]
     logits = run.logits[:, ok]
+    t_only = fit_temperature(logits, labels)
     if targets.class_bias:
-        temperature, bias = fit_temperature_and_bias(logits, labels)
+        temperature, bias = fit_temperature_and_bias(logits, labels, temperature_only=t_only)
     else:
-        temperature, bias = fit_temperature(logits, labels), np.zeros(len(bundle.classes))
+        temperature, bias = t_only, np.zeros(len(bundle.classes))
     bundle.temperature = temperature
     bundle.class_bias = [float(b) for b in bias]
     # answers keep the class-weighted model's own ranking: argmax(log p - bias) = argmax(z)
@@ -425,7 +430,10 @@ def calibrate(
     answers = predictor.decide(probs)
     malignant = np.array(bundle.malignant)
     metrics = {
-        "calibration": {**_calibration(logits, labels, temperature, bias, out), "tta": tta},
+        "calibration": {
+            **_calibration(logits, labels, temperature, bias, t_only, out),
+            "tta": tta,
+        },
         "abstention": _abstention(probs, answers, labels, targets, out),
         "triage": _triage(probs, labels, bundle.classes, malignant, targets),
     }
@@ -458,14 +466,19 @@ def calibrate_bundle(
     targets: Targets | None = None,
     backend: str = "auto",
     progress: bool = True,
+    record_test: bool = False,
 ) -> dict:
     """Calibrate a saved bundle on part `split` of a run's split CSV (OOD fitted on "train").
 
     Writes reliability-before/after.png and risk-coverage.png into `out_dir` (default: a
     `calibration` folder next to the bundle) and returns a JSON-ready summary.
+    `record_test=True` then evaluates the split's test part (exact duplicates once, as
+    training does) into the bundle's description, with its reports under `out_dir`.
     """
+    from dermalens.data.check import drop_duplicate_extras
     from dermalens.data.loaders import load_dataset
     from dermalens.data.splits import load_split
+    from dermalens.evaluate import record_test as record
 
     bundle = load_bundle(bundle_path)
     dataset = load_dataset(data)
@@ -476,4 +489,13 @@ def calibrate_bundle(
         raise DataError(f"{split_file}: no images in split {split!r}; it has {parts}")
     fit = table[table["split"] == "train"] if split != "train" else None
     out = Path(out_dir) if out_dir is not None else bundle.path.parent / "calibration"
-    return calibrate(bundle, val, fit, out, fit_ood, tta, targets, backend, progress)
+    if record_test:  # checked before the long calibration
+        test = drop_duplicate_extras(table)
+        test = test[test["split"] == "test"]
+        if test.empty:
+            raise DataError(f"{split_file}: no test part to record")
+    summary = calibrate(bundle, val, fit, out, fit_ood, tta, targets, backend, progress)
+    if record_test:
+        result = record(load_bundle(bundle.path), test, out, progress)
+        summary["test"] = result.metrics_brief()
+    return summary

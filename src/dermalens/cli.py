@@ -124,29 +124,21 @@ def _export(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from dermalens.calibrate import Targets, calibrate_bundle
+    from dermalens.metrics import summary as summary_line
 
-    targets = Targets(class_bias=not args.temperature_only)
     summary = calibrate_bundle(
-        args.model, args.data, args.split_file, args.split, args.out, targets=targets
+        args.model,
+        args.data,
+        args.split_file,
+        args.split,
+        args.out,
+        targets=Targets(class_bias=not args.temperature_only),
+        record_test=args.record_test,
     )
+    test = summary.pop("test", None)
     print(json.dumps(summary, indent=2))
-    if args.record_test:
-        from dermalens.bundle import load_bundle
-        from dermalens.data.check import duplicate_extras
-        from dermalens.data.loaders import load_dataset
-        from dermalens.data.records import DataError
-        from dermalens.data.splits import load_split
-        from dermalens.evaluate import record_test
-        from dermalens.metrics import summary as summary_line
-
-        table = load_split(load_dataset(args.data), Path(args.split_file))
-        test = table[table["split"] == "test"]
-        test = test[~test["image_id"].isin(duplicate_extras(table))]  # as training does
-        if test.empty:
-            raise DataError(f"{args.split_file}: no test part to record")
-        bundle = load_bundle(args.model)
-        result = record_test(bundle, test, args.out or bundle.path.parent, progress=False)
-        print(f"test: {summary_line(result.metrics)}")
+    if test is not None:
+        print(f"test: {summary_line(test)}")
     return 0
 
 

@@ -235,7 +235,7 @@ def evaluate(
     """Evaluate bundle `model` on dataset folder `data` (all of it, or one part of a split).
 
     Exact duplicate images are counted once (as training does), unless `keep_duplicates`."""
-    from dermalens.data.check import duplicate_extras
+    from dermalens.data.check import drop_duplicate_extras
 
     bundle = load_bundle(model)
     dataset = load_dataset(data)
@@ -245,7 +245,7 @@ def evaluate(
             raise DataError(f"split={split!r} needs a split CSV (the run folder's split.csv)")
         table = load_split(dataset, Path(split_file))
     if not keep_duplicates:
-        table = table[~table["image_id"].isin(duplicate_extras(table))]
+        table = drop_duplicate_extras(table)
     if split != "all":
         table = table[table["split"] == split]
     table = table[table["label"].isin(bundle.classes)] if split == "all" else table

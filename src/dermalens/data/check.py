@@ -58,6 +58,11 @@ def duplicate_extras(table: pd.DataFrame) -> set[str]:
     return {i for group in exact_duplicates(table) for i in sorted(group)[1:]}
 
 
+def drop_duplicate_extras(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` without the rows of `duplicate_extras`: each byte-identical image once."""
+    return table[~table["image_id"].isin(duplicate_extras(table))]
+
+
 def quick_problems(table: pd.DataFrame) -> set[str]:
     """image_ids to exclude from training: unreadable ones and all but one of each duplicate set."""
     bad = set(unreadable(table["path"], table["image_id"]))
