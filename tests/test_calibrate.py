@@ -224,3 +224,32 @@ def test_calibrate_bundle_round_trip(backend, tiny_bundle, tiny_ham, tmp_path, f
     ]
     cal = saved["metrics"]["calibration"]
     assert cal["nll_after"] <= cal["temperature_only"]["nll"] + 1e-9
+
+
+def test_record_test_without_a_test_part_fails_before_touching_the_bundle(
+    tiny_bundle, tiny_ham, tmp_path
+):
+    from dermalens.data.records import DataError
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle_dir)
+    before = (bundle_dir / "bundle.json").read_bytes()
+    split = write_split(tiny_ham, tmp_path / "split.csv")  # train and val only
+    with pytest.raises(DataError, match="no test part to record"):
+        calibrate_bundle(bundle_dir, tiny_ham, split, record_test=True, progress=False)
+    assert (bundle_dir / "bundle.json").read_bytes() == before
+
+
+def test_record_test_stores_the_test_part(tiny_bundle, tiny_ham, tmp_path):
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle_dir)
+    split = write_split(tiny_ham, tmp_path / "split.csv")
+    table = pd.read_csv(split)
+    table.loc[table["image_id"].str.endswith("_3"), "split"] = "test"
+    table.to_csv(split, index=False)
+    summary = calibrate_bundle(
+        bundle_dir, tiny_ham, split, out_dir=tmp_path / "cal", record_test=True, progress=False
+    )
+    saved = json.loads((bundle_dir / "bundle.json").read_text())
+    assert saved["metrics"]["test"]["n"] == summary["test"]["n"] == 7
+    assert (tmp_path / "cal" / "eval-test").is_dir()

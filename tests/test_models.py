@@ -98,6 +98,19 @@ def test_unknown_format_version(bundle_copy):
         load_bundle(bundle_copy)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [([0.1, 0.2, 0.3], "class_bias has 3 values for 7 classes"), (["x"] * 7, "must be numbers")],
+)
+def test_malformed_class_bias_is_named(bundle_copy, value, message):
+    path = bundle_copy / "bundle.json"
+    data = json.loads(path.read_text())
+    data["class_bias"] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle_copy)
+
+
 def test_tampered_weights_fail_the_hash(bundle_copy):
     with open(bundle_copy / "model.onnx", "ab") as fh:
         fh.write(b"\0")
