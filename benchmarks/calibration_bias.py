@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import softmax
+from sklearn.metrics import balanced_accuracy_score
 
 from dermalens.bundle import load_bundle
 from dermalens.calibrate import fit_temperature, fit_temperature_and_bias
@@ -47,6 +48,16 @@ def main() -> None:
     t_only = fit_temperature(val_z, val_y)
     temperature, bias = fit_temperature_and_bias(val_z, val_y)
     biased = softmax(test_z / temperature + bias, axis=1)
+    # the alternative not adopted: answers argmax(log p - alpha log prior), alpha on val
+    train = table[table["split"] == "train"]["label"].map(index).to_numpy()
+    log_prior = np.log(np.bincount(train, minlength=len(bundle.classes)) / len(train))
+    val_p = softmax(val_z / temperature + bias, axis=1)
+    alpha = max(
+        np.arange(0, 1.51, 0.05),
+        key=lambda a: balanced_accuracy_score(
+            val_y, Calibration(temperature, bias, -a * log_prior).decide(val_p)
+        ),
+    )
     rows = {
         f"temperature {t_only:.3f}": (softmax(test_z / t_only, axis=1), None),
         f"temperature {temperature:.3f} + bias {np.round(bias, 2).tolist()}, argmax": (
@@ -56,6 +67,11 @@ def main() -> None:
         "same probabilities, answers argmax(log p - bias) (what `calibrate` stores)": (
             biased,
             Calibration(temperature, bias, -bias).decide(biased),
+        ),
+        f"same probabilities, answers argmax(log p - {alpha:.2f} log train prior), alpha "
+        "chosen on val (not adopted)": (
+            biased,
+            Calibration(temperature, bias, -alpha * log_prior).decide(biased),
         ),
     }
     print(f"test part, {len(test_y)} images; all fitted on {len(val_y)} validation images")
