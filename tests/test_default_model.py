@@ -81,6 +81,28 @@ def test_not_skin_answers_for_blank_noise_photos_and_documents(bundle, fixture_i
     assert len(rejected) <= 1, rejected  # ~1% false rejects on skin images
 
 
+def test_folder_prediction_runs_the_same_ood_check_as_predict(bundle, fixture_images, tmp_path):
+    """Folder decoders compute the pixel statistics themselves; the answers must not move."""
+    from PIL import Image
+
+    from dermalens.batch import predict_folder
+
+    rng = np.random.default_rng(1)
+    Image.new("RGB", (200, 150), (90, 60, 50)).save(tmp_path / "blank.png")
+    Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(tmp_path / "noise.png")
+    files = [*fixture_images, tmp_path / "blank.png", tmp_path / "noise.png"]
+    predictor = Predictor(bundle)
+    items = list(predict_folder(predictor, files, batch_size=4, progress=False))
+    assert [i.path for i in items] == files
+    for item in items:
+        alone = predictor.predict(item.path)
+        assert item.prediction.ood_score == pytest.approx(alone.ood_score, rel=1e-4), item.path
+        assert item.prediction.not_skin_reason == alone.not_skin_reason, item.path
+        assert item.prediction.triage == alone.triage, item.path
+    assert "flat frame" in items[-2].prediction.not_skin_reason
+    assert "pixel noise" in items[-1].prediction.not_skin_reason
+
+
 def test_predict_reports_a_bad_file_and_exits_nonzero(capsys):
     assert main(["predict", str(FIXTURES / "ham" / "ATTRIBUTION.md")]) == 1
     assert "ATTRIBUTION.md: not an image (unrecognised format)" in capsys.readouterr().err

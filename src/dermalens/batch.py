@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from dermalens.fast import cores, normalise_into, split_engine
 from dermalens.imageio import ImageError, load_image
+from dermalens.ood import pixel_stats
 from dermalens.predict import Prediction, Predictor, iter_images
 from dermalens.preprocess import Preprocessing, resize
 
@@ -39,10 +40,12 @@ class FolderItem:
     error: str = ""  # why the image could not be used (prediction is None then)
 
 
-def _decode_into(path: Path, pre: Preprocessing, out: np.ndarray) -> None:
-    """`Predictor.prepare(path)`, written straight into `out` (one batch row)."""
+def _decode_into(path: Path, pre: Preprocessing, out: np.ndarray, stats: np.ndarray) -> None:
+    """`Predictor.prepare(path)`, written straight into `out` (one batch row), and its
+    `ood.pixel_stats` into `stats`: in the decoder threads, off the model's path."""
     image = load_image(path, draft_size=(pre.width, pre.height))
     normalise_into(resize(image, pre), pre, out)
+    stats[:] = pixel_stats(out[None], pre)[0]
 
 
 def _produce(
@@ -56,10 +59,13 @@ def _produce(
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         array = np.empty((len(chunk), 3, pre.height, pre.width), np.float32)
-        jobs = [pool.submit(_decode_into, p, pre, array[i]) for i, p in enumerate(chunk)]
+        stats = np.empty((len(chunk), 2), np.float32)
+        jobs = [
+            pool.submit(_decode_into, p, pre, array[i], stats[i]) for i, p in enumerate(chunk)
+        ]
         while not stop.is_set():  # put, but give up when the consumer has gone
             try:
-                out.put((chunk, array, jobs), timeout=0.1)
+                out.put((chunk, array, stats, jobs), timeout=0.1)
                 break
             except queue.Full:
                 continue
@@ -110,8 +116,9 @@ def predict_folder(
         producer.start()
         try:
             while (item := jobs.get()) is not _DONE:
-                chunk, array, futures = item
-                yield from _predict_chunk(predictor, chunk, array, _errors(futures), top_k)
+                chunk, array, stats, futures = item
+                errors = _errors(futures)
+                yield from _predict_chunk(predictor, chunk, array, stats, errors, top_k)
                 bar.update(len(chunk))
         finally:
             stop.set()  # the caller may stop early: let the producer end
@@ -120,15 +127,21 @@ def predict_folder(
 
 
 def _predict_chunk(
-    predictor: Predictor, chunk: list[Path], array: np.ndarray, errors: list[str], top_k: int
+    predictor: Predictor,
+    chunk: list[Path],
+    array: np.ndarray,
+    stats: np.ndarray,
+    errors: list[str],
+    top_k: int,
 ) -> Iterator[FolderItem]:
     ok = [i for i, e in enumerate(errors) if not e]
     results: dict[int, Prediction] = {}
     if ok:
-        batch = array if len(ok) == len(chunk) else array[ok]
+        whole = len(ok) == len(chunk)
+        batch = array if whole else array[ok]
         logits, fmap = predictor.forward(batch)  # metadata unknown: the engine fills it in
         probs = predictor.calibrated(logits)
-        ood = predictor.ood_check(batch, fmap)
+        ood = predictor.ood_check(batch, fmap, stats if whole else stats[ok])
         for j, i in enumerate(ok):
             results[i] = predictor.result(
                 probs[j],

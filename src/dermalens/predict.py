@@ -206,12 +206,16 @@ class Predictor:
         return self.calibrated(logits)
 
     def ood_check(
-        self, batch: np.ndarray, fmap: np.ndarray
+        self, batch: np.ndarray, fmap: np.ndarray, pixels: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-        """(OOD scores, not-skin flags, reasons) for preprocessed images, or None if no check."""
+        """(OOD scores, not-skin flags, reasons) for preprocessed images, or None if no check.
+
+        `pixels`: the batch's `ood.pixel_stats` when already computed (folder decoders do)."""
         if self.ood is None:
             return None
-        return self.ood.check(pooled(fmap), pixel_stats(batch, self.pre))
+        if pixels is None:
+            pixels = pixel_stats(batch, self.pre)
+        return self.ood.check(pooled(fmap), pixels)
 
     def predict(
         self,
