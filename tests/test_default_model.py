@@ -89,7 +89,8 @@ def test_folder_prediction_runs_the_same_ood_check_as_predict(bundle, fixture_im
 
     rng = np.random.default_rng(1)
     Image.new("RGB", (200, 150), (90, 60, 50)).save(tmp_path / "blank.png")
-    Image.fromarray(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(tmp_path / "noise.png")
+    noise = rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.png")
     files = [*fixture_images, tmp_path / "blank.png", tmp_path / "noise.png"]
     predictor = Predictor(bundle)
     items = list(predict_folder(predictor, files, batch_size=4, progress=False))

@@ -60,9 +60,7 @@ def _produce(
         chunk = files[start : start + batch_size]
         array = np.empty((len(chunk), 3, pre.height, pre.width), np.float32)
         stats = np.empty((len(chunk), 2), np.float32)
-        jobs = [
-            pool.submit(_decode_into, p, pre, array[i], stats[i]) for i, p in enumerate(chunk)
-        ]
+        jobs = [pool.submit(_decode_into, p, pre, array[i], stats[i]) for i, p in enumerate(chunk)]
         while not stop.is_set():  # put, but give up when the consumer has gone
             try:
                 out.put((chunk, array, stats, jobs), timeout=0.1)

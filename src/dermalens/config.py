@@ -37,6 +37,7 @@ class TrainConfig:
     width: int = 200  # model input width in pixels
     drop_rate: float = 0.2  # dropout before the classifier
     use_metadata: bool = True  # fuse age, sex and body site with the image features
+    color_constancy: str = "none"  # none | shades_of_gray; stored in the bundle's preprocessing
     # optimisation
     epochs: int = 15
     batch_size: int = 32
@@ -55,6 +56,9 @@ class TrainConfig:
     augment: bool = True  # flips, 90-degree turns, scale/crop, colour jitter
     scale: tuple[float, float] = (0.75, 1.0)  # random-resized-crop area range
     color_jitter: float = 0.1
+    mix: str = "none"  # none | mixup | cutmix: blend pairs of training images and their labels
+    mix_alpha: float = 0.4  # Beta(alpha, alpha) draws the blend weight
+    mix_prob: float = 0.5  # share of training batches that are blended
     # runtime
     seed: int = 0
     workers: int = 2  # data-loader processes
@@ -73,6 +77,8 @@ class TrainConfig:
 CHOICES = {
     "schedule": ("cosine", "onecycle", "constant"),
     "balance": ("loss", "sampler", "none"),
+    "color_constancy": ("none", "shades_of_gray"),
+    "mix": ("none", "mixup", "cutmix"),
 }
 
 

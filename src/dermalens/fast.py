@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dermalens.preprocess import Preprocessing
+from dermalens.preprocess import Preprocessing, channel_planes
 
 SAVED_LEVEL = "extended"  # offline level: "all" adds layout changes tied to this CPU's ISA
 
@@ -160,7 +160,7 @@ def normalise_into(image: Image.Image, pre: Preprocessing, out: np.ndarray) -> n
     Same float32 operations in the same order ((x - mean) / std), so the values are equal
     bit for bit; only the intermediate copies are gone.
     """
-    pixels = np.asarray(image).transpose(2, 0, 1)  # uint8 CHW view, no copy
+    pixels = channel_planes(image, pre)
     np.subtract(pixels, np.asarray(pre.mean, np.float32)[:, None, None], out=out)
     np.divide(out, np.asarray(pre.std, np.float32)[:, None, None], out=out)
     return out

@@ -16,6 +16,8 @@ from dermalens.imageio import ImageSource, load_image
 
 INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 RESIZE_POLICIES = ("cover_crop", "stretch")
+COLOR_CONSTANCY = ("none", "shades_of_gray")
+SHADES_OF_GRAY_POWER = 6  # Minkowski norm of the illuminant estimate (Finlayson & Trezzi 2004)
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,15 @@ class Preprocessing:
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
     channel_order: str = "RGB"
     layout: str = "NCHW"
+    color_constancy: str = "none"  # none | shades_of_gray (each image's illuminant divided out)
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_POLICIES:
             raise ValueError(f"resize policy {self.resize!r} not in {RESIZE_POLICIES}")
+        if self.color_constancy not in COLOR_CONSTANCY:
+            raise ValueError(
+                f"color_constancy {self.color_constancy!r} not in {list(COLOR_CONSTANCY)}"
+            )
         if self.interpolation not in INTERPOLATION:
             raise ValueError(f"interpolation {self.interpolation!r} not in {list(INTERPOLATION)}")
         if self.height < 8 or self.width < 8:
@@ -69,13 +76,37 @@ def resize(image: Image.Image, pre: Preprocessing) -> Image.Image:
     return image.crop((left, top, left + pre.width, top + pre.height))
 
 
+def shades_of_gray(pixels: np.ndarray, power: int = SHADES_OF_GRAY_POWER) -> np.ndarray:
+    """CHW RGB pixels (0-255) -> float32 CHW with the scene illuminant made grey.
+
+    Shades of Gray colour constancy: the illuminant of each channel is estimated as the
+    `power`-mean of its pixels, and each channel is scaled so the three estimates meet at
+    their mean (brightness kept, colour cast removed); values are clipped to 0-255.
+    """
+    x = np.asarray(pixels, np.float32)
+    unit = x.reshape(len(x), -1) / 255.0
+    illuminant = np.mean(unit**power, axis=1) ** (1.0 / power)
+    gain = illuminant.mean() / np.maximum(illuminant, 1e-6)
+    out = x * gain.astype(np.float32)[:, None, None]
+    return np.minimum(out, 255.0, out=out)
+
+
+def channel_planes(image: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """RGB PIL image -> CHW pixels in 0-255 units (a uint8 view unless colour constancy
+    is on, then float32), the input of the (x - mean) / std step."""
+    pixels = np.asarray(image).transpose(2, 0, 1)  # uint8 CHW view, no copy
+    if pre.color_constancy == "shades_of_gray":
+        return shades_of_gray(pixels)
+    return pixels
+
+
 def normalise(image: Image.Image, pre: Preprocessing) -> np.ndarray:
     """RGB PIL image of the model's size -> float32 CHW array, (x - mean) / std.
 
     The arithmetic runs on contiguous channel planes: broadcasting over a last axis of
     length 3 (HWC) is about ten times slower for the same float32 result.
     """
-    pixels = np.asarray(image).transpose(2, 0, 1)  # uint8 CHW view, no copy
+    pixels = channel_planes(image, pre)
     out = np.empty(pixels.shape, np.float32)
     np.subtract(pixels, np.asarray(pre.mean, np.float32)[:, None, None], out=out)
     np.divide(out, np.asarray(pre.std, np.float32)[:, None, None], out=out)

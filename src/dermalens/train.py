@@ -29,6 +29,7 @@ from dermalens.data.check import duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import check_no_leak, grouped_split, load_split, save_split
 from dermalens.metrics import classification_metrics, summary
+from dermalens.mixing import mix_batch
 from dermalens.models import build_model
 from dermalens.preprocess import Preprocessing
 from dermalens.torchdata import ImageTable, decode_all, seed_worker
@@ -112,7 +113,15 @@ class Run:
         np.random.seed(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.pre = Preprocessing(height=cfg.height, width=cfg.width)
+        if cfg.mix != "none" and not (cfg.mix_alpha > 0 and 0 < cfg.mix_prob <= 1):
+            raise ConfigError(
+                f"mix={cfg.mix}: needs mix_alpha > 0 (got {cfg.mix_alpha}) and "
+                f"0 < mix_prob <= 1 (got {cfg.mix_prob})"
+            )
+        self.mix_rng = np.random.default_rng(cfg.seed)
+        self.pre = Preprocessing(
+            height=cfg.height, width=cfg.width, color_constancy=cfg.color_constancy
+        )
         self._data()
         self._model()
 
@@ -290,11 +299,17 @@ class Run:
             loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress
         )
         for x, meta, y in bar:
+            mixed = cfg.mix != "none" and self.mix_rng.random() < cfg.mix_prob
+            if mixed:
+                x, meta, partner, lam = mix_batch(x, meta, cfg.mix, cfg.mix_alpha, self.mix_rng)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = self.model(x, meta if cfg.use_metadata else None)
-            loss = loss_fn(logits.float(), y)
+            logits = logits.float()
+            loss = loss_fn(logits, y)
+            if mixed:
+                loss = lam * loss + (1 - lam) * loss_fn(logits, y[partner])
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"loss became {loss.item()} at epoch {epoch + 1}: lower lr="
