@@ -51,24 +51,34 @@ def pooled(fmap: np.ndarray) -> np.ndarray:
     return fmap.mean(axis=(2, 3)) if fmap.ndim == 4 else fmap
 
 
-def _correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=(1, 2), keepdims=True)
-    b = b - b.mean(axis=(1, 2), keepdims=True)
-    den = np.sqrt((a * a).sum(axis=(1, 2)) * (b * b).sum(axis=(1, 2)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # a flat image has no correlation to speak of; the flat test catches it instead
-        return np.where(den > 0, (a * b).sum(axis=(1, 2)) / np.maximum(den, 1e-12), 1.0)
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two equal-shape 2-D arrays, from sums (no centred copies)."""
+    n = a.size
+    sa, sb = float(a.sum()), float(b.sum())
+    cov = float(np.einsum("ij,ij->", a, b)) - sa * sb / n
+    var = (float(np.einsum("ij,ij->", a, a)) - sa * sa / n) * (
+        float(np.einsum("ij,ij->", b, b)) - sb * sb / n
+    )
+    # a flat image has no correlation to speak of; the flat test catches it instead
+    return cov / var**0.5 if var > 0 else 1.0
 
 
 def pixel_stats(batch: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """Per preprocessed image: [pixel std in 0-255 units, neighbouring-pixel correlation]."""
-    scale = np.asarray(pre.std, np.float32)[None, :, None, None]
-    grey = (np.asarray(batch, np.float32) * scale).mean(axis=1)  # 0-255 units, offset only
-    spread = grey.reshape(len(grey), -1).std(axis=1)
-    corr = (
-        _correlation(grey[:, :, 1:], grey[:, :, :-1]) + _correlation(grey[:, 1:], grey[:, :-1])
-    ) / 2
-    return np.stack([spread, corr], axis=1).astype(np.float32)
+    """Per preprocessed image: [pixel std in 0-255 units, neighbouring-pixel correlation].
+
+    The grey level is the channel mean in 0-255 units (offset removed); the correlation
+    is the mean of the horizontal and vertical neighbour correlations."""
+    scale = np.asarray(pre.std, np.float32) / 3
+    out = np.empty((len(batch), 2), np.float32)
+    for i, image in enumerate(np.asarray(batch, np.float32)):
+        grey = image[0] * scale[0]
+        grey += image[1] * scale[1]
+        grey += image[2] * scale[2]
+        grey -= grey.mean()  # centred once: keeps the float32 sums below exact enough
+        out[i, 0] = (float(np.einsum("ij,ij->", grey, grey)) / grey.size) ** 0.5
+        horizontal = _correlation(grey[:, 1:], grey[:, :-1])
+        out[i, 1] = (horizontal + _correlation(grey[1:], grey[:-1])) / 2
+    return out
 
 
 @dataclass
