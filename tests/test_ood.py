@@ -140,3 +140,25 @@ def test_too_few_fit_images_is_an_error():
 def test_unreadable_ood_file_says_so():
     with pytest.raises(BundleError, match="not a readable OOD file"):
         OodDetector.from_bytes(b"not an npz")
+
+
+def test_scoring_from_parallel_threads_restores_the_blas_threads():
+    """The one-thread BLAS limit of small OOD queries is process-wide; parallel requests
+    must neither break the scores nor leave BLAS limited afterwards."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    from dermalens.ood import _knn_distance, _unit
+
+    rng = np.random.default_rng(0)
+    bank = _unit(rng.random((300, 64), dtype=np.float32))
+    queries = [_unit(rng.random((n, 64), dtype=np.float32)) for n in (1, 5, 32) * 20]
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    with ThreadPoolExecutor(8) as pool:
+        scores = list(pool.map(lambda q: _knn_distance(q, bank, 3), queries))
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert after == before
+    for q, got in zip(queries, scores):
+        sims = np.sort(q @ bank.T, axis=1)[:, -3]
+        np.testing.assert_allclose(got, 1 - sims, atol=1e-5)

@@ -31,6 +31,7 @@ import functools
 import io
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -159,6 +160,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 SMALL_QUERY = 64  # up to a batch of rows scored on one BLAS thread (see `_knn_distance`)
 
 
+_BLAS_LOCK = threading.Lock()
+
+
 @functools.cache
 def _blas() -> ThreadpoolController:
     return ThreadpoolController()  # the BLAS libraries loaded by now (NumPy's among them)
@@ -171,7 +175,9 @@ def _similarities(part: np.ndarray, bank: np.ndarray) -> np.ndarray:
     # threads, which then spin on the cores ONNX Runtime needs next (predict() was ~5 ms
     # slower on 2 cores, folder prediction ~25% slower). On the calling thread alone it
     # wakes nothing: 1.6 ms for 32 rows against 7.9 ms in NumPy's own einsum loop.
-    with _blas().limit(limits=1, user_api="blas"):
+    # The limit is process-wide: one caller at a time sets and restores it (the service
+    # answers requests in parallel threads; the product takes well under a millisecond).
+    with _BLAS_LOCK, _blas().limit(limits=1, user_api="blas"):
         return part @ bank.T
 
 
