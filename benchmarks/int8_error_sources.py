@@ -62,20 +62,25 @@ def _kept(name: str, keep: tuple[str, ...]) -> bool:
     return any(name.startswith(k) for k in keep)
 
 
+def round_folded(weight: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """`weight` with its BN-folded value rounded to int8 per output channel, unfolded again
+    (conv + BN then computes exactly the quantised folded conv); channels whose BN gain is
+    zero keep their weight."""
+    gain = (bn.weight / torch.sqrt(bn.running_var + bn.eps))[:, None, None, None].detach()
+    usable = gain.abs() > 1e-12
+    safe = torch.where(usable, gain, torch.ones_like(gain))
+    folded = weight * safe
+    scale = (folded.abs().amax(dim=(1, 2, 3), keepdim=True) / 127).clamp_min(1e-12).detach()
+    rounded = (folded / scale).round().clamp(-127, 127) * scale / safe
+    return torch.where(usable, rounded, weight)
+
+
 @torch.no_grad()
 def quantise_weights(backbone: nn.Module, keep: tuple[str, ...]) -> None:
-    """Round each BN-folded conv weight to int8 per output channel, in place (the BN stays,
-    so conv + BN computes exactly the quantised folded conv)."""
+    """Round each BN-folded conv weight to int8 per output channel, in place."""
     for name, conv, bn in conv_bn_pairs(backbone):
-        if _kept(name, keep):
-            continue
-        gain = (bn.weight / torch.sqrt(bn.running_var + bn.eps))[:, None, None, None]
-        folded = conv.weight * gain
-        scale = (folded.abs().amax(dim=(1, 2, 3), keepdim=True) / 127).clamp_min(1e-12)
-        rounded = (folded / scale).round().clamp(-127, 127) * scale
-        usable = gain.abs() > 1e-12
-        unfolded = rounded / torch.where(usable, gain, 1.0)
-        conv.weight.copy_(torch.where(usable, unfolded, conv.weight))
+        if not _kept(name, keep):
+            conv.weight.copy_(round_folded(conv.weight, bn))
 
 
 class FakeQuant(nn.Module):
@@ -94,16 +99,30 @@ class FakeQuant(nn.Module):
         return ((x / scale).round() + zero).clamp(0, 255).sub(zero).mul(scale)
 
 
-def quantise_activations(model: nn.Module, keep: tuple[str, ...], calib: torch.Tensor) -> None:
+def quantise_activations(
+    model: nn.Module, keep: tuple[str, ...], calib: torch.Tensor, quant: type = FakeQuant
+) -> None:
+    """Hook a `quant` (a FakeQuant) on every BatchNorm + activation output not kept in
+    float, and fix their ranges on `calib`."""
     quants = []
     for name, module in model.backbone.named_modules():
         if type(module).__name__ == "BatchNormAct2d" and not _kept(name, keep):
-            fq = FakeQuant()
+            fq = quant()
             quants.append(fq)
             module.register_forward_hook(lambda _m, _i, out, fq=fq: fq(out))
     logits(model, calib)
     for fq in quants:
         fq.calibrating = False
+
+
+def agreement(probs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Top-1 agreement, max and 99th percentile of the largest |dp| per image."""
+    dp = np.abs(probs - reference).max(axis=1)
+    return {
+        "top1_agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
+        "max_abs_dp": float(dp.max()),
+        "p99_abs_dp": float(np.quantile(dp, 0.99)),
+    }
 
 
 @torch.no_grad()
@@ -146,17 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         if activations:
             quantise_activations(m, keep, calib)
         probs = calibration.probabilities(logits(m, x))
-        dp = np.abs(probs - reference).max(axis=1)
-        row = {
-            "top1_agreement": float((probs.argmax(1) == reference.argmax(1)).mean()),
-            "answer_agreement": float(
-                (calibration.decide(probs) == calibration.decide(reference)).mean()
-            ),
-            "max_abs_dp": float(dp.max()),
-            "p99_abs_dp": float(np.quantile(dp, 0.99)),
-        }
+        same = calibration.decide(probs) == calibration.decide(reference)
+        row = {**agreement(probs, reference), "answer_agreement": float(same.mean())}
         report["configs"][name] = row
-        print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in row.values()) + " |", flush=True)
+        cells = [row[k] for k in ("top1_agreement", "answer_agreement", "max_abs_dp", "p99_abs_dp")]
+        print(f"| {name} | " + " | ".join(f"{v:.4f}" for v in cells) + " |", flush=True)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))
     return 0

@@ -28,7 +28,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from int8_error_sources import FakeQuant, conv_bn_pairs, logits  # noqa: E402
+from int8_error_sources import (  # noqa: E402
+    FakeQuant,
+    agreement,
+    conv_bn_pairs,
+    logits,
+    quantise_activations,
+    round_folded,
+)
 
 from dermalens.augment import Augment  # noqa: E402
 from dermalens.bundle import load_bundle  # noqa: E402
@@ -41,22 +48,14 @@ from dermalens.preprocess import to_input  # noqa: E402
 
 
 class FoldedInt8(nn.Module):
-    """Parametrisation of a conv weight: its BN-folded value rounded to int8 per output
-    channel, unfolded again; the rounding is invisible to the gradient."""
+    """Parametrisation of a conv weight: `round_folded`, invisible to the gradient."""
 
     def __init__(self, bn: nn.BatchNorm2d):
         super().__init__()
         self.bn = [bn]  # a list: not a submodule of the parametrisation
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        bn = self.bn[0]
-        gain = (bn.weight / torch.sqrt(bn.running_var + bn.eps))[:, None, None, None].detach()
-        usable = gain.abs() > 1e-12
-        safe = torch.where(usable, gain, torch.ones_like(gain))
-        folded = w * safe
-        scale = (folded.abs().amax(dim=(1, 2, 3), keepdim=True) / 127).clamp_min(1e-12).detach()
-        rounded = (folded / scale).round().clamp(-127, 127) * scale / safe
-        return w + torch.where(usable, rounded - w, torch.zeros_like(w)).detach()
+        return w + (round_folded(w, self.bn[0]) - w).detach()
 
 
 class StraightThrough(FakeQuant):
@@ -69,25 +68,17 @@ def make_student(model: nn.Module, calib: torch.Tensor) -> nn.Module:
     student = copy.deepcopy(model)
     for _, conv, bn in conv_bn_pairs(student.backbone):
         parametrize.register_parametrization(conv, "weight", FoldedInt8(bn))
-    quants = []
-    for _, module in student.backbone.named_modules():
-        if type(module).__name__ == "BatchNormAct2d":
-            fq = StraightThrough()
-            quants.append(fq)
-            module.register_forward_hook(lambda _m, _i, out, fq=fq: fq(out))
-    logits(student, calib)
-    for fq in quants:
-        fq.calibrating = False
+    quantise_activations(student, (), calib, StraightThrough)
     return student
 
 
-def agreement(student, x, reference, calibration) -> dict:
+def measure(student, x, reference, calibration) -> dict:
     probs = calibration.probabilities(logits(student.eval(), x))
-    dp = np.abs(probs - reference).max(axis=1)
+    found = agreement(probs, reference)
     return {
-        "top1": float((probs.argmax(1) == reference.argmax(1)).mean()),
-        "max_abs_dp": float(dp.max()),
-        "p99_abs_dp": float(np.quantile(dp, 0.99)),
+        "top1": found["top1_agreement"],
+        "max_abs_dp": found["max_abs_dp"],
+        "p99_abs_dp": found["p99_abs_dp"],
     }
 
 
@@ -115,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = TorchEngine(bundle).model.float().eval().to(memory_format=torch.contiguous_format)
     reference = calibration.probabilities(logits(teacher, x))
     student = make_student(teacher, calib)
-    print(f"{len(test)} held-out images; before: {agreement(student, x, reference, calibration)}")
+    print(f"{len(test)} held-out images; before: {measure(student, x, reference, calibration)}")
     temperature = torch.tensor(calibration.temperature, dtype=torch.float32)
     bias = torch.tensor(calibration.class_bias, dtype=torch.float32)
     served = lambda z: torch.log_softmax(z / temperature + bias, dim=1)  # noqa: E731
@@ -141,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         if (step + 1) % 50 == 0 or step + 1 == args.steps:
             seconds = time.time() - start
             print(f"step {step + 1}: KL {loss.item():.5f} ({seconds:.0f} s)", flush=True)
-    print(f"after {args.steps} steps: {agreement(student, x, reference, calibration)}")
+    print(f"after {args.steps} steps: {measure(student, x, reference, calibration)}")
     return 0
 
 
