@@ -82,7 +82,7 @@ def test_mix_batch_blends_images_metadata_and_the_label_weight(kind):
 
 @pytest.mark.slow
 def test_training_with_cutmix_and_colour_constancy_stores_the_preprocessing(
-    tiny_ham, tmp_path, fixture_images
+    tiny_ham, tmp_path, fixture_images, capsys
 ):
     from dermalens.bundle import load_bundle
     from dermalens.predict import Predictor
@@ -96,4 +96,6 @@ def test_training_with_cutmix_and_colour_constancy_stores_the_preprocessing(
     predictor = Predictor(bundle)
     expected = to_input(fixture_images[0], bundle.preprocessing)
     assert np.array_equal(predictor.prepare(fixture_images[0]), expected)
+    capsys.readouterr()
     assert main(["train", f"data={tiny_ham}", f"out={tmp_path}", "mix=mixup", "mix_alpha=0"]) == 2
+    assert "mix_alpha > 0 (got 0.0)" in capsys.readouterr().err
