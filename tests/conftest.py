@@ -26,7 +26,9 @@ def ham_root() -> Path:
     return HAM_ROOT
 
 
-def make_tiny_bundle(target: Path, use_metadata: bool = False, onnx: bool = True) -> Path:
+def make_tiny_bundle(
+    target: Path, use_metadata: bool = False, onnx: bool = True, seed: int = 0
+) -> Path:
     """A randomly initialised small CNN bundle (7 HAM classes, 64x80 input), ONNX-exported."""
     import torch
 
@@ -36,7 +38,7 @@ def make_tiny_bundle(target: Path, use_metadata: bool = False, onnx: bool = True
     from dermalens.preprocess import Preprocessing
     from dermalens.taxonomy import HAM10000_CLASSES
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = make_config(
         model="plain_cnn", height=64, width=80, name="tiny", use_metadata=use_metadata
     )

@@ -80,8 +80,17 @@ class Bundle:
     @property
     def version(self) -> str:
         return (
-            f"{self.name}@{self.info.get('weights_sha256', self.info.get('onnx_sha256', ''))[:12]}"
+            f"{self.name}@"
+            + self.info.get(
+                "weights_sha256",
+                self.info.get("onnx_sha256", self.info.get("members_sha256", "")),
+            )[:12]
         )
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Several member networks (see `dermalens.ensemble`), not one."""
+        return bool(self.info.get("members"))
 
     @property
     def display_names(self) -> list[str]:
@@ -204,6 +213,12 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     except json.JSONDecodeError as exc:
         raise BundleError(f"{where}: not valid JSON ({exc})") from exc
     bundle = parse(data, path)
+    if bundle.is_ensemble:
+        from dermalens.ensemble import load_ensemble_members
+
+        if verify:
+            load_ensemble_members(bundle)
+        return bundle
     if not bundle.has(WEIGHTS) and not bundle.has(ONNX):
         raise BundleError(f"{path}: bundle has neither {WEIGHTS} nor {ONNX}")
     if verify:

@@ -417,14 +417,18 @@ def calibrate(
     labels = val["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()[ok]
     logits = run.logits[:, ok]
     t_only = fit_temperature(logits, labels)
-    if targets.class_bias:
+    if bundle.is_ensemble:
+        # the mean of calibrated members' probabilities: nothing to refit (dermalens.ensemble)
+        temperature, bias = 1.0, np.zeros(len(bundle.classes))
+    elif targets.class_bias:
         temperature, bias = fit_temperature_and_bias(logits, labels, temperature_only=t_only)
     else:
         temperature, bias = t_only, np.zeros(len(bundle.classes))
-    bundle.temperature = temperature
-    bundle.class_bias = [float(b) for b in bias]
-    # answers keep the class-weighted model's own ranking: argmax(log p - bias) = argmax(z)
-    bundle.decision_bias = [float(-b) for b in bias]
+    if not bundle.is_ensemble:
+        bundle.temperature = temperature
+        bundle.class_bias = [float(b) for b in bias]
+        # answers keep the class-weighted ranking: argmax(log p - bias) = argmax(z)
+        bundle.decision_bias = [float(-b) for b in bias]
     predictor.read_calibration()
     probs = predictor.calibrated(logits)
     answers = predictor.decide(probs)
@@ -437,6 +441,10 @@ def calibrate(
         "abstention": _abstention(probs, answers, labels, targets, out),
         "triage": _triage(probs, labels, bundle.classes, malignant, targets),
     }
+    if bundle.is_ensemble:
+        metrics["calibration"]["rule"] = (
+            "ensemble: the mean of its members' calibrated probabilities, not refitted"
+        )
     bundle.thresholds["uncertain_below"] = metrics["abstention"]["uncertain_below"]
     if "threshold" in metrics["triage"]:
         bundle.thresholds["triage_malignant"] = metrics["triage"]["threshold"]

@@ -5,6 +5,7 @@ dermalens train [config.json] key=value ...
 dermalens evaluate MODEL DATA [--split test --split-file runs/x/split.csv]
 dermalens export MODEL [--check-images DIR]
 dermalens calibrate MODEL DATA --split-file runs/x/split.csv
+dermalens ensemble MODEL MODEL... --out DIR [--data DATA --split-file runs/x/split.csv]
 dermalens data check DATA
 dermalens serve [--model M --host H --port P]
 """
@@ -142,6 +143,30 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensemble(args: argparse.Namespace) -> int:
+    from dermalens.calibrate import calibrate_bundle
+    from dermalens.ensemble import build_ensemble
+    from dermalens.metrics import summary as summary_line
+
+    if bool(args.data) != bool(args.split_file):
+        print("dermalens ensemble: error: give --data and --split-file together", file=sys.stderr)
+        return 2
+    bundle = build_ensemble(args.models, args.out, args.name or "")
+    print(f"ensemble of {len(bundle.info['members'])} members written to {bundle.path}")
+    if not args.data:
+        print(f"not calibrated yet: dermalens calibrate {bundle.path} DATA --split-file SPLIT")
+        return 0
+    reports = args.reports or args.out.with_name(f"{args.out.name}-calibration")
+    summary = calibrate_bundle(
+        bundle.path, args.data, args.split_file, out_dir=reports, record_test=True
+    )
+    test = summary.pop("test", None)
+    print(json.dumps(summary, indent=2))
+    if test is not None:
+        print(f"test: {summary_line(test)}")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from dermalens.data.check import check_main
 
@@ -245,6 +270,15 @@ def parser() -> argparse.ArgumentParser:
         "and write the reports under --out",
     )
     s.set_defaults(func=_calibrate)
+
+    s = sub.add_parser("ensemble", help="combine bundles trained on the same split into one")
+    s.add_argument("models", nargs="+", help="member bundle folders (the first gives heatmaps)")
+    s.add_argument("--out", type=Path, required=True, help="the new ensemble bundle folder")
+    s.add_argument("--name", help="default: the members' names joined by '+'")
+    s.add_argument("--data", help="dataset: calibrate on the split's val part, record test")
+    s.add_argument("--split-file", help="the members' split CSV (with --data)")
+    s.add_argument("--reports", type=Path, help="calibration reports (default OUT-calibration)")
+    s.set_defaults(func=_ensemble)
 
     s = sub.add_parser("data", help="dataset tools")
     data_sub = s.add_subparsers(dest="data_command", required=True)

@@ -175,6 +175,15 @@ def make_engine(
     """
     if backend not in ("auto", "onnx", "torch"):
         raise ValueError(f"backend {backend!r} not in ('auto', 'onnx', 'torch')")
+    if bundle.is_ensemble:
+        if precision not in ("fp32", "auto"):
+            raise BundleError(
+                f"{bundle.path}: an ensemble serves its members at fp32 only, "
+                f"not precision {precision!r}"
+            )
+        from dermalens.ensemble import EnsembleEngine
+
+        return EnsembleEngine(bundle, backend, threads, spinning)
     if precision != "fp32":
         from dermalens.variants import select_variant, variant_engine
 

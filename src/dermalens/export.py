@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dermalens.bundle import ONNX, WEIGHTS, Bundle, load_bundle, now, replace_dir
+from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError, load_bundle, now, replace_dir
 from dermalens.config import TrainConfig
 from dermalens.preprocess import Preprocessing
 
@@ -106,6 +106,11 @@ def export_onnx(
     from dermalens.fast import freeze_pads
 
     bundle = load_bundle(bundle_path)
+    if bundle.is_ensemble:
+        raise BundleError(
+            f"{bundle.path}: an ensemble has no weights of its own; export each member "
+            f"bundle, then build the ensemble again"
+        )
     torch_engine = TorchEngine(bundle)
     pre = bundle.preprocessing
     with_meta = bool(bundle.metadata_fields)

@@ -178,6 +178,8 @@ def export_variant(
     bundle = load_bundle(bundle_path)
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
+    if bundle.is_ensemble:
+        raise BundleError(f"{bundle.path}: an ensemble serves its members at fp32 only")
     if not bundle.has(ONNX):
         raise BundleError(f"{bundle.path}: no {ONNX}; run `dermalens export {bundle.path}` first")
     if not eval_images:

@@ -1,0 +1,183 @@
+"""Ensembles of bundles: several networks behind one self-describing bundle.
+
+An ensemble bundle is a folder with its own `bundle.json` (classes, preprocessing,
+calibration, thresholds, metrics) and a `members/` folder that holds a copy of each
+member bundle, so the folder moves and serves as one piece.
+
+Its probabilities are the mean of the members' calibrated probabilities,
+p = mean_m(p_m) (the engine returns log p as its logits, so the ensemble's own
+temperature is 1 and its class bias 0). Its answer is argmax(log p + mean_m(d_m)), with
+d_m member m's decision bias: the members' class-weighted ranking, carried over.
+Averaging calibrated probabilities keeps them calibrated; refitting a temperature and a
+bias on the mean of the members' logits instead did worse on held-out images (test ECE
+0.041 against 0.018 for the Lite0 + Lite1 pair, benchmarks/RESULTS.md). Calibrating an
+ensemble (`dermalens calibrate`) therefore fits only its abstention and triage
+thresholds and its OOD check. The feature map (for the OOD check and the heatmap) is the
+first member's.
+
+Members must share classes, preprocessing and metadata fields, and must have been
+trained on the same split: a member trained on another split has seen the lesions that
+the ensemble is evaluated on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from dermalens.bundle import (
+    DESCRIPTION,
+    ONNX,
+    WEIGHTS,
+    Bundle,
+    BundleError,
+    load_bundle,
+    now,
+    replace_dir,
+    versions,
+)
+from dermalens.engine import Engine
+from dermalens.predict import Calibration
+
+MEMBERS = "members"
+COPIED = (DESCRIPTION, ONNX, WEIGHTS)  # what a member needs to serve (no variants, no OOD)
+
+
+def _split_of(bundle: Bundle) -> tuple:
+    cfg = bundle.train_config
+    split_file = cfg.get("split_file") or ""
+    return (Path(split_file).name, None if split_file else cfg.get("split_seed"))
+
+
+def check_members(members: list[Bundle], allow_other_splits: bool = False) -> None:
+    """Raise BundleError unless the members can be averaged (and evaluated) together."""
+    if len(members) < 2:
+        raise BundleError(f"an ensemble needs at least 2 member bundles, got {len(members)}")
+    first = members[0]
+    for m in members[1:]:
+        if m.classes != first.classes:
+            raise BundleError(
+                f"{m.path}: classes {m.classes} differ from {first.path}'s {first.classes}"
+            )
+        if m.preprocessing.to_dict() != first.preprocessing.to_dict():
+            raise BundleError(
+                f"{m.path}: preprocessing {m.preprocessing.to_dict()} differs from "
+                f"{first.path}'s {first.preprocessing.to_dict()}; members share one input"
+            )
+        if m.metadata_fields != first.metadata_fields:
+            raise BundleError(
+                f"{m.path}: metadata fields {m.metadata_fields} differ from "
+                f"{first.path}'s {first.metadata_fields}"
+            )
+        if m.info.get("members"):
+            raise BundleError(f"{m.path}: is itself an ensemble; give its members instead")
+        if not allow_other_splits and _split_of(m) != _split_of(first):
+            raise BundleError(
+                f"{m.path}: trained on split {_split_of(m)}, {first.path} on "
+                f"{_split_of(first)}; a member trained on another split has seen the test "
+                f"lesions (allow_other_splits only for data none of them trained on)"
+            )
+
+
+def build_ensemble(
+    members: list[str | Path], out: str | Path, name: str = "", allow_other_splits: bool = False
+) -> Bundle:
+    """Copy `members` (each calibrated) into a new ensemble bundle at `out`.
+
+    Fit its thresholds and OOD check next (`dermalens calibrate OUT DATA --split-file
+    ...`). An existing `out` is replaced only once the new bundle is complete."""
+    bundles = [load_bundle(m) for m in members]
+    check_members(bundles, allow_other_splits)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        paths = []
+        for i, b in enumerate(bundles):
+            rel = f"{MEMBERS}/{i}-{b.name}"
+            (staging / rel).mkdir(parents=True)
+            for f in COPIED:
+                if b.has(f):
+                    shutil.copy2(b.file(f), staging / rel / f)
+            paths.append(rel)
+        first = bundles[0]
+        digest = hashlib.sha256("\n".join(b.version for b in bundles).encode()).hexdigest()
+        decision = np.mean([Calibration.of(b).decision_bias for b in bundles], axis=0)
+        ensemble = Bundle(
+            path=staging,
+            name=name or "+".join(b.name for b in bundles),
+            classes=list(first.classes),
+            preprocessing=first.preprocessing,
+            arch={"model": "ensemble", "members": [b.arch for b in bundles]},
+            metadata_fields=list(first.metadata_fields),
+            decision_bias=[float(d) for d in decision],
+            train_config=dict(first.train_config),
+            info={
+                "members": paths,
+                "member_versions": [b.version for b in bundles],
+                "members_sha256": digest,
+                "created": now(),
+                "versions": versions(),
+                "weight_source": [b.info.get("weight_source", "") for b in bundles],
+            },
+        )
+        ensemble.save_description()
+        load_ensemble_members(ensemble)  # the copies load and verify
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return load_bundle(out)
+
+
+def load_ensemble_members(bundle: Bundle) -> list[Bundle]:
+    """The member bundles of an ensemble bundle, loaded and hash-checked."""
+    paths = bundle.info.get("members") or []
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BundleError(f"{bundle.path}: 'members' must be a list of folder names")
+    members = []
+    for rel in paths:
+        folder = (bundle.path / rel).resolve()
+        if bundle.path.resolve() not in folder.parents:
+            raise BundleError(f"{bundle.path}: member {rel!r} lies outside the bundle")
+        if not folder.is_dir():
+            raise BundleError(f"{bundle.path}: member {rel!r} is missing")
+        members.append(load_bundle(folder))
+    check_members(members, allow_other_splits=True)
+    if members[0].classes != bundle.classes:
+        raise BundleError(f"{bundle.path}: its classes differ from its members'")
+    return members
+
+
+class EnsembleEngine(Engine):
+    """Runs every member's engine. Returns log(mean of the members' calibrated
+    probabilities) as its logits, and the first member's feature map."""
+
+    name = "ensemble"
+
+    def __init__(
+        self, bundle: Bundle, backend: str = "auto", threads: int = 0, spinning: bool = True
+    ):
+        from dermalens.engine import make_engine
+
+        self.bundle = bundle
+        self.members = load_ensemble_members(bundle)
+        self.engines = [make_engine(m, backend, threads, "fp32", spinning) for m in self.members]
+        self.calibrations = [Calibration.of(m) for m in self.members]
+        self.name = "ensemble(" + ", ".join(e.name for e in self.engines) + ")"
+
+    def run(self, batch, meta=None):
+        total, fmap = 0.0, None
+        for engine, calibration in zip(self.engines, self.calibrations):
+            logits, features = engine.run(batch, meta)
+            total = total + calibration.probabilities(logits[None])
+            fmap = features if fmap is None else fmap
+        mean = total / len(self.engines)
+        return np.log(np.maximum(mean, 1e-30)).astype(np.float32), fmap
+
+    def head(self):
+        return self.engines[0].head()
