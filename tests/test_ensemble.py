@@ -114,6 +114,19 @@ def test_members_that_cannot_be_averaged_are_refused(members, tmp_path):
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 
+def test_members_from_run_folders_are_matched_by_their_split_tables(members, tmp_path):
+    split = "image_id,label,group,split\nA,nv,L1,train\nB,mel,L2,test\n"
+    reordered = "image_id,label,group,split\nB,mel,L2,test\nA,nv,L1,train\n"
+    for run, text in (("r1", split), ("r2", reordered), ("r3", split.replace("test", "val"))):
+        shutil.copytree(members[0], tmp_path / run / "bundle")
+        (tmp_path / run / "split.csv").write_text(text)
+    _set(tmp_path / "r2" / "bundle", train_config={"split_seed": 7})  # the table decides
+    runs = [tmp_path / r / "bundle" for r in ("r1", "r2", "r3")]
+    assert build_ensemble(runs[:2], tmp_path / "same").is_ensemble
+    with pytest.raises(BundleError, match="trained on split"):
+        build_ensemble([runs[0], runs[2]], tmp_path / "other")
+
+
 def test_a_failed_build_leaves_an_existing_ensemble_alone(members, ensemble, tmp_path):
     target = tmp_path / "pair"
     shutil.copytree(ensemble.path, target)

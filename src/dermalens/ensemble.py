@@ -48,9 +48,22 @@ COPIED = (DESCRIPTION, ONNX, WEIGHTS)  # what a member needs to serve (no varian
 
 
 def _split_of(bundle: Bundle) -> tuple:
+    """What identifies the split a member was trained on: a hash of its split table when
+    one can be found (the run folder's `split.csv` beside the bundle, or the config's
+    `split_file`), else the split file's name or the split seed."""
     cfg = bundle.train_config
     split_file = cfg.get("split_file") or ""
-    return (Path(split_file).name, None if split_file else cfg.get("split_seed"))
+    for candidate in (bundle.path.parent / "split.csv", Path(split_file) if split_file else None):
+        if candidate is not None and candidate.is_file():
+            import pandas as pd
+
+            try:
+                table = pd.read_csv(candidate, usecols=["image_id", "split"], dtype=str)
+            except (ValueError, OSError):  # not a split table: fall back to the names
+                continue
+            rows = sorted(zip(table["image_id"], table["split"], strict=True))
+            return ("sha256", hashlib.sha256(repr(rows).encode()).hexdigest()[:16])
+    return ("file", Path(split_file).name) if split_file else ("seed", cfg.get("split_seed"))
 
 
 def check_members(members: list[Bundle], allow_other_splits: bool = False) -> None:
