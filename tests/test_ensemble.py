@@ -159,6 +159,23 @@ def test_calibrating_an_ensemble_fits_thresholds_not_probabilities(ensemble, tin
     assert Predictor(target).ood is not None
 
 
+def test_the_service_serves_an_ensemble(ensemble, fixture_images, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from dermalens.serve.app import create_app
+    from dermalens.serve.config import Settings
+
+    settings = Settings(model=ensemble.path, data_dir=tmp_path / "serve")
+    with TestClient(create_app(settings)) as client:
+        card = client.get("/api/v1/model").json()
+        assert card["version"] == ensemble.version and "2 networks" in card["card"]["ensemble"]
+        files = {"file": ("a.jpg", fixture_images[0].read_bytes(), "image/jpeg")}
+        body = client.post("/api/v1/predictions", files=files).json()
+    expected = Predictor(ensemble.path).predict(fixture_images[0]).probabilities
+    assert np.allclose(list(body["probabilities"].values()), expected, atol=1e-5)
+    assert body["model"]["version"] == ensemble.version and body["heatmap"] is not None
+
+
 def test_cli_builds_and_refuses_with_a_clear_message(members, tmp_path, capsys):
     out = tmp_path / "cli-pair"
     assert main(["ensemble", str(members[0]), str(members[1]), "--out", str(out)]) == 0

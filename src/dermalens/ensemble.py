@@ -136,6 +136,12 @@ def build_ensemble(
                 "created": now(),
                 "versions": versions(),
                 "weight_source": [b.info.get("weight_source", "") for b in bundles],
+                "card": {
+                    **(first.info.get("card") or {}),
+                    "ensemble": f"mean of the calibrated probabilities of {len(bundles)} "
+                    f"networks ({', '.join(b.version for b in bundles)}); heatmap and "
+                    f"OOD features from the first",
+                },
             },
         )
         ensemble.save_description()
