@@ -183,5 +183,12 @@ def test_cli_builds_and_refuses_with_a_clear_message(members, tmp_path, capsys):
     assert load_bundle(out).is_ensemble
     assert main(["ensemble", str(members[0]), "--out", str(tmp_path / "one")]) == 2
     assert "at least 2 member bundles" in capsys.readouterr().err
+    other = tmp_path / "other-split"
+    shutil.copytree(members[1], other)
+    _set(other, train_config={"split_seed": 3})
+    two = [str(members[0]), str(other), "--out", str(tmp_path / "two")]
+    assert main(["ensemble", *two]) == 2
+    assert "has seen the test lesions" in capsys.readouterr().err
+    assert main(["ensemble", *two, "--allow-other-splits"]) == 0
     code = main(["ensemble", str(members[0]), str(members[1]), "--out", str(out), "--data", "x"])
     assert code == 2 and "--data and --split-file together" in capsys.readouterr().err

@@ -151,7 +151,7 @@ def _ensemble(args: argparse.Namespace) -> int:
     if bool(args.data) != bool(args.split_file):
         print("dermalens ensemble: error: give --data and --split-file together", file=sys.stderr)
         return 2
-    bundle = build_ensemble(args.models, args.out, args.name or "")
+    bundle = build_ensemble(args.models, args.out, args.name or "", args.allow_other_splits)
     print(f"ensemble of {len(bundle.info['members'])} members written to {bundle.path}")
     if not args.data:
         print(f"not calibrated yet: dermalens calibrate {bundle.path} DATA --split-file SPLIT")
@@ -278,6 +278,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="dataset: calibrate on the split's val part, record test")
     s.add_argument("--split-file", help="the members' split CSV (with --data)")
     s.add_argument("--reports", type=Path, help="calibration reports (default OUT-calibration)")
+    s.add_argument(
+        "--allow-other-splits",
+        action="store_true",
+        help="skip the same-split check: only for members whose split file cannot be found "
+        "here, or for evaluation on data that no member trained on",
+    )
     s.set_defaults(func=_ensemble)
 
     s = sub.add_parser("data", help="dataset tools")
