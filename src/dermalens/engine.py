@@ -183,7 +183,7 @@ def make_engine(
             )
         from dermalens.ensemble import EnsembleEngine
 
-        return EnsembleEngine(bundle, backend, threads, spinning)
+        return EnsembleEngine(bundle, backend, threads)  # its members never spin
     if precision != "fp32":
         from dermalens.variants import select_variant, variant_engine
 
