@@ -296,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         probe(args.probe[0], args.probe[1], args.model)
         return 0
     bundle = load_bundle(args.model)
+    if bundle.is_ensemble:
+        sys.exit(
+            f"{bundle.path} is an ensemble: speed.py compares the variants of one network; "
+            f"run it on each member (members/ inside the folder)"
+        )
     split_file = args.split_file or bundle.path.parent / "split.csv"
     table, train = held_out(args.data, split_file, args.split)
     table = table[table["label"].isin(bundle.classes)].reset_index(drop=True)
