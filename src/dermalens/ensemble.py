@@ -153,8 +153,8 @@ def build_ensemble(
     return load_bundle(out)
 
 
-def load_ensemble_members(bundle: Bundle) -> list[Bundle]:
-    """The member bundles of an ensemble bundle, loaded and hash-checked."""
+def load_ensemble_members(bundle: Bundle, verify: bool = True) -> list[Bundle]:
+    """The member bundles of an ensemble bundle, loaded (and hash-checked with `verify`)."""
     paths = bundle.info.get("members") or []
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         raise BundleError(f"{bundle.path}: 'members' must be a list of folder names")
@@ -165,7 +165,7 @@ def load_ensemble_members(bundle: Bundle) -> list[Bundle]:
             raise BundleError(f"{bundle.path}: member {rel!r} lies outside the bundle")
         if not folder.is_dir():
             raise BundleError(f"{bundle.path}: member {rel!r} is missing")
-        members.append(load_bundle(folder))
+        members.append(load_bundle(folder, verify))
     check_members(members, allow_other_splits=True)
     if members[0].classes != bundle.classes:
         raise BundleError(f"{bundle.path}: its classes differ from its members'")
@@ -187,7 +187,8 @@ class EnsembleEngine(Engine):
         from dermalens.engine import make_engine
 
         self.bundle = bundle
-        self.members = load_ensemble_members(bundle)
+        # hashes were checked when the ensemble was loaded (as a single bundle's weights are)
+        self.members = load_ensemble_members(bundle, verify=False)
         self.engines = [
             make_engine(m, backend, threads, "fp32", spinning=False) for m in self.members
         ]
