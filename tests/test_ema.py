@@ -52,3 +52,17 @@ def test_bundle_holds_the_averaged_weights(tiny_ham, tmp_path):
 def test_ema_out_of_range_is_rejected(tiny_ham, tmp_path, capsys):
     assert _train(tiny_ham, tmp_path, "name=bad", "epochs=1", "ema=1.5") == 2
     assert "ema=1.5: must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_snapshots_keep_each_epochs_averaged_weights(tiny_ham, tmp_path):
+    assert _train(tiny_ham, tmp_path, "name=snap", "epochs=2", "ema=0.9", "snapshots=True") == 0
+    folder = tmp_path / "snap" / "snapshots"
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["e01.pt", "e02.pt"]
+    last = torch.load(tmp_path / "snap" / "last.pt", map_location="cpu", weights_only=False)
+    snap = torch.load(folder / "e02.pt", map_location="cpu", weights_only=False)
+    assert snap["epoch"] == last["epoch"] == 1
+    for key, value in last["ema"].items():
+        assert torch.equal(snap["model"][key], value), key
+    first = torch.load(folder / "e01.pt", map_location="cpu", weights_only=False)
+    assert any(not torch.equal(first["model"][k], snap["model"][k]) for k in first["model"])
+    assert snap["val"]["val_balanced_accuracy"] == last["history"][1]["val_balanced_accuracy"]

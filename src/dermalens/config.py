@@ -51,6 +51,7 @@ class TrainConfig:
     ema: float = 0.998  # per-step decay of an average of the weights (e.g. 0.998); 0 = off.
     # With it on, validation, best.pt's choice and the bundle use the averaged weights.
     patience: int = 4  # early stopping: epochs without val balanced-accuracy gain
+    snapshots: bool = False  # also keep each epoch's weights (EMA if on) in snapshots/eNN.pt
     calibrate: bool = True  # fit temperature, thresholds and the OOD check on val at the end
     # augmentation
     augment: bool = True  # flips, 90-degree turns, scale/crop, colour jitter
@@ -161,7 +162,7 @@ def make_config(
 
 # Settings added after runs were already saved: a saved config without them ran without
 # them, so it is rebuilt with the value that means "off", not today's default.
-ADDED_LATER = {"ema": 0.0}
+ADDED_LATER = {"ema": 0.0, "snapshots": False}
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -282,6 +282,8 @@ class Run:
                 state["ema"], state["ema_steps"] = self.ema.state_dict(), self.ema_steps
             if improved:
                 save_atomic(state, self.dir / "best.pt")
+            if cfg.snapshots:
+                self._save_snapshot(epoch, row)
             save_atomic(state, self.dir / "last.pt")
             self._write_log(history)
             print(
@@ -326,6 +328,21 @@ class Run:
                 loss=f"{total / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}"
             )
         return total / max(1, count)
+
+    def _save_snapshot(self, epoch: int, row: dict) -> None:
+        """This epoch's weights (the EMA's when on) for weight averaging or snapshot ensembles."""
+        folder = self.dir / "snapshots"
+        folder.mkdir(exist_ok=True)
+        weights = (self.ema or self.model).state_dict()
+        snapshot = {
+            "model": {k: v.detach().clone() for k, v in weights.items()},
+            "epoch": epoch,
+            "val": row,
+            "config": self.cfg.to_dict(),
+            "classes": self.classes,
+            "weight_source": self.weight_source,
+        }
+        save_atomic(snapshot, folder / f"e{epoch + 1:02d}.pt")
 
     @torch.no_grad()
     def _update_ema(self) -> None:
