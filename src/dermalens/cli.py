@@ -167,6 +167,28 @@ def _ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soup(args: argparse.Namespace) -> int:
+    from dermalens.metrics import summary as summary_line
+    from dermalens.soup import build_soup
+
+    bundle = build_soup(
+        args.run,
+        args.out,
+        epochs=args.epochs,
+        greedy=args.greedy,
+        data=args.data,
+        split_file=args.split_file,
+        calibrate=not args.no_calibrate,
+    )
+    print(f"average of epochs {bundle.info['soup']['epochs']} written to {bundle.path}")
+    for step in bundle.info["soup"].get("greedy_steps", []):
+        kept = "kept" if step["kept"] else "dropped"
+        print(f"  val bal acc {step['val_balanced_accuracy']:.4f}  {step['epochs']}  {kept}")
+    if "test" in bundle.metrics:
+        print(f"test: {summary_line(bundle.metrics['test'])}")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from dermalens.data.check import check_main
 
@@ -285,6 +307,21 @@ def parser() -> argparse.ArgumentParser:
         "here, or for evaluation on data that no member trained on",
     )
     s.set_defaults(func=_ensemble)
+
+    s = sub.add_parser("soup", help="average a run's epoch snapshots into one bundle")
+    s.add_argument("run", type=Path, help="a run folder trained with snapshots=True")
+    s.add_argument("--out", type=Path, required=True, help="the new bundle folder")
+    how = s.add_mutually_exclusive_group(required=True)
+    how.add_argument("--epochs", type=int, nargs="+", help="average these epochs (1-based)")
+    how.add_argument(
+        "--greedy", action="store_true", help="add snapshots while val balanced accuracy holds"
+    )
+    s.add_argument("--data", help="dataset folder (default: the run's)")
+    s.add_argument("--split-file", help="split CSV (default: the run's split.csv)")
+    s.add_argument(
+        "--no-calibrate", action="store_true", help="skip calibration and the test record"
+    )
+    s.set_defaults(func=_soup)
 
     s = sub.add_parser("data", help="dataset tools")
     data_sub = s.add_subparsers(dest="data_command", required=True)

@@ -1,0 +1,111 @@
+"""Weight averaging of epoch snapshots (`dermalens soup`)."""
+
+import pytest
+import torch
+
+from dermalens.bundle import load_bundle
+from dermalens.cli import main
+from dermalens.predict import Predictor
+from dermalens.soup import average_weights, list_snapshots
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def snap_run(tiny_ham, tmp_path_factory):
+    out = tmp_path_factory.mktemp("soup")
+    args = [
+        "train",
+        f"data={tiny_ham}",
+        f"out={out}",
+        "name=run",
+        "model=plain_cnn",
+        "batch_size=8",
+        "height=48",
+        "width=64",
+        "workers=0",
+        "progress=False",
+        "calibrate=False",
+        "lr=0.01",
+        "epochs=3",
+        "patience=9",
+        "ema=0.9",
+        "snapshots=True",
+    ]
+    assert main(args) == 0
+    return out / "run"
+
+
+def _weights(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def test_average_of_two_epochs_is_their_mean(snap_run, tmp_path, fixture_images):
+    out = tmp_path / "soup12"
+    assert (
+        main(["soup", str(snap_run), "--out", str(out), "--epochs", "1", "2", "--no-calibrate"])
+        == 0
+    )
+    bundle = load_bundle(out)
+    assert bundle.info["soup"]["epochs"] == [1, 2]
+    shipped = torch.load(out / "model.pt", weights_only=True)
+    first, second = _weights(snap_run / "snapshots/e01.pt"), _weights(snap_run / "snapshots/e02.pt")
+    for key, value in shipped.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, (first[key] + second[key]) / 2, atol=1e-6), key
+    # a one-epoch soup is that epoch's model, and the bundle serves like any other
+    assert (
+        main(
+            [
+                "soup",
+                str(snap_run),
+                "--out",
+                str(tmp_path / "e3"),
+                "--epochs",
+                "3",
+                "--no-calibrate",
+            ]
+        )
+        == 0
+    )
+    third = _weights(snap_run / "snapshots/e03.pt")
+    for key, value in torch.load(tmp_path / "e3" / "model.pt", weights_only=True).items():
+        assert torch.equal(value, third[key]), key
+    prediction = Predictor(out).predict(fixture_images[0])
+    assert prediction.top[0].code in bundle.classes
+
+
+def test_greedy_soup_starts_from_the_best_epoch_and_records_test(snap_run, tmp_path):
+    out = tmp_path / "greedy"
+    assert main(["soup", str(snap_run), "--out", str(out), "--greedy"]) == 0
+    bundle = load_bundle(out)
+    steps = bundle.info["soup"]["greedy_steps"]
+    best = max(list_snapshots(snap_run), key=lambda s: (s.val_balanced_accuracy, -s.epoch))
+    assert steps[0]["epochs"] == [best.epoch] and len(steps) == 3
+    kept = sorted({e for s in steps if s["kept"] for e in s["epochs"]})
+    assert bundle.info["soup"]["epochs"] == kept
+    assert all(
+        s["val_balanced_accuracy"] >= steps[0]["val_balanced_accuracy"] for s in steps if s["kept"]
+    )
+    assert "test" in bundle.metrics and bundle.thresholds
+
+
+def test_average_weights_refuses_different_architectures():
+    with pytest.raises(Exception, match="different architectures"):
+        average_weights([{"a": torch.zeros(2)}, {"b": torch.zeros(2)}])
+
+
+def test_soup_errors_name_the_problem(snap_run, tiny_ham, tmp_path, capsys):
+    out = str(tmp_path / "x")
+    assert main(["soup", str(snap_run), "--out", out, "--epochs", "9", "--no-calibrate"]) == 2
+    assert "no snapshot for epoch(s) [9]; it has [1, 2, 3]" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert main(["soup", str(plain), "--out", out, "--greedy"]) == 2
+    assert "no epoch snapshots" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    (broken / "snapshots").mkdir(parents=True)
+    (broken / "snapshots" / "e01.pt").write_bytes(b"not a checkpoint")
+    assert main(["soup", str(broken), "--out", out, "--greedy"]) == 2
+    assert "not a readable snapshot" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
