@@ -57,6 +57,27 @@ def tiny_bundle(tmp_path_factory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny")
 
 
+def train_tiny(data: Path, out: Path, *extra: str) -> int:
+    """`dermalens train` of the small CNN on tiny data: seconds, no calibration."""
+    from dermalens.cli import main
+
+    args = [
+        "train",
+        f"data={data}",
+        f"out={out}",
+        "model=plain_cnn",
+        "batch_size=8",
+        "height=48",
+        "width=64",
+        "workers=0",
+        "progress=False",
+        "calibrate=False",
+        "lr=0.01",
+        *extra,
+    ]
+    return main(args)
+
+
 def make_tiny_ham(root: Path, copies: int = 4) -> Path:
     """A HAM10000-format dataset from the fixture images: `copies` lesions per class, each
     a flipped / rotated / re-toned version of the class's fixture image."""

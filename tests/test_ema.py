@@ -4,32 +4,16 @@ and a metadata model's test report with and without its metadata."""
 import pytest
 import torch
 
+from conftest import train_tiny
 from dermalens.bundle import load_bundle
 from dermalens.cli import main
 
 pytestmark = pytest.mark.slow
 
 
-def _train(tiny_ham, out, *extra):
-    args = [
-        "train",
-        f"data={tiny_ham}",
-        f"out={out}",
-        "model=plain_cnn",
-        "batch_size=8",
-        "height=48",
-        "width=64",
-        "workers=0",
-        "progress=False",
-        "calibrate=False",
-        "lr=0.01",
-        *extra,
-    ]
-    return main(args)
-
-
 def test_bundle_holds_the_averaged_weights(tiny_ham, tmp_path):
-    assert _train(tiny_ham, tmp_path, "name=ema", "epochs=2", "ema=0.9", "use_metadata=True") == 0
+    extra = ("name=ema", "epochs=2", "ema=0.9", "use_metadata=True")
+    assert train_tiny(tiny_ham, tmp_path, *extra) == 0
     best = torch.load(tmp_path / "ema" / "best.pt", map_location="cpu", weights_only=False)
     assert best["ema_steps"] > 0
     live, ema = best["model"], best["ema"]
@@ -50,12 +34,12 @@ def test_bundle_holds_the_averaged_weights(tiny_ham, tmp_path):
 
 
 def test_ema_out_of_range_is_rejected(tiny_ham, tmp_path, capsys):
-    assert _train(tiny_ham, tmp_path, "name=bad", "epochs=1", "ema=1.5") == 2
+    assert train_tiny(tiny_ham, tmp_path, "name=bad", "epochs=1", "ema=1.5") == 2
     assert "ema=1.5: must be between 0 and 1" in capsys.readouterr().err
 
 
 def test_snapshots_keep_each_epochs_averaged_weights(tiny_ham, tmp_path):
-    assert _train(tiny_ham, tmp_path, "name=snap", "epochs=2", "ema=0.9", "snapshots=True") == 0
+    assert train_tiny(tiny_ham, tmp_path, "name=snap", "epochs=2", "ema=0.9", "snapshots=True") == 0
     folder = tmp_path / "snap" / "snapshots"
     assert sorted(p.name for p in folder.glob("*.pt")) == ["e01.pt", "e02.pt"]
     last = torch.load(tmp_path / "snap" / "last.pt", map_location="cpu", weights_only=False)

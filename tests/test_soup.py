@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import train_tiny
 from dermalens.bundle import load_bundle
 from dermalens.cli import main
 from dermalens.predict import Predictor
@@ -14,25 +15,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def snap_run(tiny_ham, tmp_path_factory):
     out = tmp_path_factory.mktemp("soup")
-    args = [
-        "train",
-        f"data={tiny_ham}",
-        f"out={out}",
-        "name=run",
-        "model=plain_cnn",
-        "batch_size=8",
-        "height=48",
-        "width=64",
-        "workers=0",
-        "progress=False",
-        "calibrate=False",
-        "lr=0.01",
-        "epochs=3",
-        "patience=9",
-        "ema=0.9",
-        "snapshots=True",
-    ]
-    assert main(args) == 0
+    extra = ["name=run", "epochs=3", "patience=9", "ema=0.9", "snapshots=True"]
+    assert train_tiny(tiny_ham, out, *extra) == 0
     return out / "run"
 
 
