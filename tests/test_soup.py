@@ -93,3 +93,16 @@ def test_soup_errors_name_the_problem(snap_run, tiny_ham, tmp_path, capsys):
     assert main(["soup", str(broken), "--out", out, "--greedy"]) == 2
     assert "not a readable snapshot" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_soup_refuses_a_split_that_tests_on_training_images(snap_run, tiny_ham, tmp_path, capsys):
+    import pandas as pd
+
+    table = pd.read_csv(snap_run / "split.csv", dtype=str)
+    table["split"] = table["split"].replace({"train": "test", "test": "train"})
+    swapped = tmp_path / "swapped.csv"
+    table.to_csv(swapped, index=False)
+    args = ["soup", str(snap_run), "--out", str(tmp_path / "x"), "--epochs", "1"]
+    assert main([*args, "--data", str(tiny_ham), "--split-file", str(swapped)]) == 2
+    assert "images the run trained on" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -98,6 +98,7 @@ class _Builder:
         self.split_file = Path(split_file) if split_file else run / "split.csv"
         if not self.split_file.is_file():
             raise ConfigError(f"split file {self.split_file} not found")
+        _check_no_training_images(run / "split.csv", self.split_file)
         dataset = load_dataset(self.data)
         self.source = dataset.source
         table = drop_duplicate_extras(load_split(dataset, self.split_file))
@@ -142,6 +143,24 @@ class _Builder:
         bundle = self.write(epochs, scratch / "candidate")
         result = evaluate_table(bundle, self.val, None, progress=self.cfg.progress)
         return float(result.metrics["balanced_accuracy"])
+
+
+def _check_no_training_images(own: Path, other: Path) -> None:
+    """Refuse a split file whose val or test part holds images the run trained on."""
+    import pandas as pd
+
+    if not own.is_file() or own.resolve() == other.resolve():
+        return
+    trained = set(pd.read_csv(own, dtype=str).query("split == 'train'")["image_id"])
+    table = pd.read_csv(other, dtype=str)
+    if not {"image_id", "split"} <= set(table.columns):
+        raise DataError(f"{other}: needs columns image_id and split")
+    leaked = table[table["split"].isin(["val", "test"]) & table["image_id"].isin(trained)]
+    if len(leaked):
+        raise DataError(
+            f"{other}: its val/test parts hold {len(leaked)} images the run trained on "
+            f"(per {own}); choosing or testing on them would overstate the soup"
+        )
 
 
 def greedy_epochs(builder: _Builder) -> tuple[list[int], list[dict]]:
