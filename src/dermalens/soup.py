@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,10 +34,11 @@ class Snapshot:
     epoch: int  # 1-based, as logged
     path: Path
     val_balanced_accuracy: float
+    state: dict = field(repr=False, compare=False)  # weights, config, classes, ...
 
 
 def list_snapshots(run: str | Path) -> list[Snapshot]:
-    """A run's snapshots in epoch order; a clear error when there are none."""
+    """A run's snapshots in epoch order, each read once; a clear error when there are none."""
     folder = Path(run) / "snapshots"
     paths = sorted(folder.glob("e*.pt"))
     if not paths:
@@ -47,7 +48,8 @@ def list_snapshots(run: str | Path) -> list[Snapshot]:
     out = []
     for path in paths:
         state = _load(path)
-        out.append(Snapshot(state["epoch"] + 1, path, state["val"]["val_balanced_accuracy"]))
+        val = state["val"]["val_balanced_accuracy"]
+        out.append(Snapshot(state["epoch"] + 1, path, val, state))
     return out
 
 
@@ -90,7 +92,7 @@ class _Builder:
 
         self.run = run
         self.snapshots = {s.epoch: s for s in list_snapshots(run)}
-        first = _load(next(iter(self.snapshots.values())).path)
+        first = next(iter(self.snapshots.values())).state
         self.cfg = config_from_dict(first["config"])
         self.classes = first["classes"]
         self.weight_source = first.get("weight_source", "")
@@ -98,10 +100,13 @@ class _Builder:
         self.split_file = Path(split_file) if split_file else run / "split.csv"
         if not self.split_file.is_file():
             raise ConfigError(f"split file {self.split_file} not found")
-        _check_no_training_images(run / "split.csv", self.split_file)
         dataset = load_dataset(self.data)
         self.source = dataset.source
-        table = drop_duplicate_extras(load_split(dataset, self.split_file))
+        table = load_split(dataset, self.split_file)
+        own = run / "split.csv"
+        if own.is_file() and own.resolve() != self.split_file.resolve():
+            _check_no_training_images(load_split(dataset, own), table, own, self.split_file)
+        table = drop_duplicate_extras(table)
         self.val = table[table["split"] == "val"]
         if self.val.empty:
             raise DataError(f"{self.split_file}: no val part to choose snapshots on")
@@ -109,7 +114,8 @@ class _Builder:
             height=self.cfg.height, width=self.cfg.width, color_constancy=self.cfg.color_constancy
         )
 
-    def write(self, epochs: list[int], target: Path) -> Bundle:
+    def write(self, epochs: list[int], target: Path, steps: list[dict] | None = None) -> Bundle:
+        """The average of `epochs` as a bundle at `target` (`steps`: the greedy log)."""
         from dermalens.export import bundle_from_model
         from dermalens.models import build_model
 
@@ -122,7 +128,7 @@ class _Builder:
         model, _ = build_model(
             cfg.model, len(self.classes), "none", cfg.drop_rate, cfg.use_metadata
         )
-        weights = average_weights([_load(self.snapshots[e].path)["model"] for e in epochs])
+        weights = average_weights([self.snapshots[e].state["model"] for e in epochs])
         model.load_state_dict(weights)
         bundle = bundle_from_model(
             model.eval(),
@@ -134,8 +140,10 @@ class _Builder:
             source=self.source,
         )
         bundle.info["soup"] = {"run": str(self.run), "epochs": sorted(epochs)}
+        if steps is not None:
+            bundle.info["soup"]["greedy_steps"] = steps
         bundle.save_description()
-        return load_bundle(target)
+        return bundle
 
     def score(self, epochs: list[int], scratch: Path) -> float:
         from dermalens.evaluate import evaluate_table
@@ -145,16 +153,10 @@ class _Builder:
         return float(result.metrics["balanced_accuracy"])
 
 
-def _check_no_training_images(own: Path, other: Path) -> None:
-    """Refuse a split file whose val or test part holds images the run trained on."""
-    import pandas as pd
-
-    if not own.is_file() or own.resolve() == other.resolve():
-        return
-    trained = set(pd.read_csv(own, dtype=str).query("split == 'train'")["image_id"])
-    table = pd.read_csv(other, dtype=str)
-    if not {"image_id", "split"} <= set(table.columns):
-        raise DataError(f"{other}: needs columns image_id and split")
+def _check_no_training_images(own_table, table, own: Path, other: Path) -> None:
+    """Refuse a split (`table`, from `other`) whose val or test part holds images the run
+    trained on (per its own split `own_table`, from `own`)."""
+    trained = own_table.loc[own_table["split"] == "train", "image_id"]
     leaked = table[table["split"].isin(["val", "test"]) & table["image_id"].isin(trained)]
     if len(leaked):
         raise DataError(
@@ -201,10 +203,7 @@ def build_soup(
     steps = None
     if greedy:
         epochs, steps = greedy_epochs(builder)
-    bundle = builder.write(list(epochs), Path(out))
-    if steps is not None:
-        bundle.info["soup"]["greedy_steps"] = steps
-        bundle.save_description()
+    bundle = builder.write(list(epochs), Path(out), steps)
     if calibrate:
         from dermalens.calibrate import calibrate_bundle
 

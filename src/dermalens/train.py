@@ -283,7 +283,7 @@ class Run:
             if improved:
                 save_atomic(state, self.dir / "best.pt")
             if cfg.snapshots:
-                self._save_snapshot(epoch, row)
+                self._save_snapshot(state, row)
             save_atomic(state, self.dir / "last.pt")
             self._write_log(history)
             print(
@@ -329,20 +329,14 @@ class Run:
             )
         return total / max(1, count)
 
-    def _save_snapshot(self, epoch: int, row: dict) -> None:
+    def _save_snapshot(self, state: dict, row: dict) -> None:
         """This epoch's weights (the EMA's when on) for weight averaging or snapshot ensembles."""
         folder = self.dir / "snapshots"
         folder.mkdir(exist_ok=True)
-        weights = (self.ema or self.model).state_dict()
-        snapshot = {
-            "model": {k: v.detach().clone() for k, v in weights.items()},
-            "epoch": epoch,
-            "val": row,
-            "config": self.cfg.to_dict(),
-            "classes": self.classes,
-            "weight_source": self.weight_source,
-        }
-        save_atomic(snapshot, folder / f"e{epoch + 1:02d}.pt")
+        keep = ("epoch", "config", "classes", "weight_source")
+        snapshot = {"model": state.get("ema", state["model"]), "val": row}
+        snapshot.update({k: state[k] for k in keep})
+        save_atomic(snapshot, folder / f"e{state['epoch'] + 1:02d}.pt")
 
     @torch.no_grad()
     def _update_ema(self) -> None:
