@@ -106,3 +106,36 @@ def test_soup_refuses_a_split_that_tests_on_training_images(snap_run, tiny_ham, 
     assert main([*args, "--data", str(tiny_ham), "--split-file", str(swapped)]) == 2
     assert "images the run trained on" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_soup_split_check_catches_another_image_of_a_trained_lesion(tmp_path):
+    import pandas as pd
+    import pytest
+
+    from dermalens.errors import DataError
+    from dermalens.soup import _check_no_training_images
+
+    own_csv, other_csv = tmp_path / "own.csv", tmp_path / "other.csv"
+    own = pd.DataFrame(
+        {
+            "image_id": ["a1", "a2", "b1", "c1"],
+            "group": ["lesion-a", "lesion-a", "lesion-b", "lesion-c"],
+            "split": ["train", "train", "val", "test"],
+        }
+    )
+    _check_no_training_images(
+        own, own.assign(split=["train", "train", "test", "val"]), own_csv, other_csv
+    )  # val and test swapped: nothing trained is held out
+    with pytest.raises(DataError, match=r"1 images the run trained on and 0 other .* e\.g\. a2"):
+        _check_no_training_images(
+            own, own.assign(split=["train", "val", "val", "test"]), own_csv, other_csv
+        )
+    # The data now says c1 is another image of lesion-a (the split was drawn when it was
+    # not): an image-level check would pass it, the lesion-level one does not.
+    relabelled = own.assign(group=["lesion-a", "lesion-a", "lesion-b", "lesion-a"])
+    with pytest.raises(
+        DataError,
+        match=r"0 images the run trained on and 1 other images of "
+        r"lesions it trained on .* e\.g\. c1",
+    ):
+        _check_no_training_images(relabelled, relabelled, own_csv, other_csv)

@@ -154,14 +154,19 @@ class _Builder:
 
 
 def _check_no_training_images(own_table, table, own: Path, other: Path) -> None:
-    """Refuse a split (`table`, from `other`) whose val or test part holds images the run
-    trained on (per its own split `own_table`, from `own`)."""
-    trained = own_table.loc[own_table["split"] == "train", "image_id"]
-    leaked = table[table["split"].isin(["val", "test"]) & table["image_id"].isin(trained)]
-    if len(leaked):
+    """Refuse a split (`table`, from `other`) whose val or test part holds images of any
+    lesion (patient where known) the run trained on, per its own split `own_table` (from
+    `own`). Both tables carry `load_split`'s `group` column."""
+    trained = own_table.loc[own_table["split"] == "train", ["image_id", "group"]]
+    held = table[table["split"].isin(["val", "test"])]
+    same = held["image_id"].isin(trained["image_id"])
+    kin = held["group"].isin(trained["group"]) & ~same
+    if same.any() or kin.any():
         raise DataError(
-            f"{other}: its val/test parts hold {len(leaked)} images the run trained on "
-            f"(per {own}); choosing or testing on them would overstate the soup"
+            f"{other}: its val/test parts hold {int(same.sum())} images the run trained on "
+            f"and {int(kin.sum())} other images of lesions it trained on (per {own}), e.g. "
+            f"{', '.join(held.loc[same | kin, 'image_id'].head(3))}; choosing or testing on "
+            "them would overstate the soup"
         )
 
 
