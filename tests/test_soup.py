@@ -112,8 +112,8 @@ def test_soup_split_check_catches_another_image_of_a_trained_lesion(tmp_path):
     import pandas as pd
     import pytest
 
+    from dermalens.data.splits import check_not_trained_on
     from dermalens.errors import DataError
-    from dermalens.soup import _check_no_training_images
 
     own_csv, other_csv = tmp_path / "own.csv", tmp_path / "other.csv"
     own = pd.DataFrame(
@@ -123,11 +123,11 @@ def test_soup_split_check_catches_another_image_of_a_trained_lesion(tmp_path):
             "split": ["train", "train", "val", "test"],
         }
     )
-    _check_no_training_images(
+    check_not_trained_on(
         own, own.assign(split=["train", "train", "test", "val"]), own_csv, other_csv
     )  # val and test swapped: nothing trained is held out
     with pytest.raises(DataError, match=r"1 images the run trained on and 0 other .* e\.g\. a2"):
-        _check_no_training_images(
+        check_not_trained_on(
             own, own.assign(split=["train", "val", "val", "test"]), own_csv, other_csv
         )
     # The data now says c1 is another image of lesion-a (the split was drawn when it was
@@ -138,4 +138,4 @@ def test_soup_split_check_catches_another_image_of_a_trained_lesion(tmp_path):
         match=r"0 images the run trained on and 1 other images of "
         r"lesions it trained on .* e\.g\. c1",
     ):
-        _check_no_training_images(relabelled, relabelled, own_csv, other_csv)
+        check_not_trained_on(relabelled, relabelled, own_csv, other_csv)

@@ -87,7 +87,7 @@ class _Builder:
     def __init__(self, run: Path, data: str | None, split_file: str | Path | None):
         from dermalens.data.check import drop_duplicate_extras
         from dermalens.data.loaders import load_dataset
-        from dermalens.data.splits import load_split
+        from dermalens.data.splits import check_not_trained_on, load_split
         from dermalens.preprocess import Preprocessing
 
         self.run = run
@@ -105,7 +105,7 @@ class _Builder:
         table = load_split(dataset, self.split_file)
         own = run / "split.csv"
         if own.is_file() and own.resolve() != self.split_file.resolve():
-            _check_no_training_images(load_split(dataset, own), table, own, self.split_file)
+            check_not_trained_on(load_split(dataset, own), table, own, self.split_file)
         table = drop_duplicate_extras(table)
         self.val = table[table["split"] == "val"]
         if self.val.empty:
@@ -151,23 +151,6 @@ class _Builder:
         bundle = self.write(epochs, scratch / "candidate")
         result = evaluate_table(bundle, self.val, None, progress=self.cfg.progress)
         return float(result.metrics["balanced_accuracy"])
-
-
-def _check_no_training_images(own_table, table, own: Path, other: Path) -> None:
-    """Refuse a split (`table`, from `other`) whose val or test part holds images of any
-    lesion (patient where known) the run trained on, per its own split `own_table` (from
-    `own`). Both tables carry `load_split`'s `group` column."""
-    trained = own_table.loc[own_table["split"] == "train", ["image_id", "group"]]
-    held = table[table["split"].isin(["val", "test"])]
-    same = held["image_id"].isin(trained["image_id"])
-    kin = held["group"].isin(trained["group"]) & ~same
-    if same.any() or kin.any():
-        raise DataError(
-            f"{other}: its val/test parts hold {int(same.sum())} images the run trained on "
-            f"and {int(kin.sum())} other images of lesions it trained on (per {own}), e.g. "
-            f"{', '.join(held.loc[same | kin, 'image_id'].head(3))}; choosing or testing on "
-            "them would overstate the soup"
-        )
 
 
 def greedy_epochs(builder: _Builder) -> tuple[list[int], list[dict]]:

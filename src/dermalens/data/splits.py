@@ -73,3 +73,22 @@ def check_no_leak(table: pd.DataFrame) -> None:
     leaked = per_group[per_group > 1]
     if len(leaked):
         raise DataError(f"groups in more than one split: {list(leaked.index[:5])}")
+
+
+def check_not_trained_on(
+    trained_on: pd.DataFrame, table: pd.DataFrame, own: Path, other: Path
+) -> None:
+    """Refuse a split (`table`, from `other`) whose val or test part holds an image, or any
+    other image of a group (patient, else lesion), that the `train` part of `trained_on`
+    (a run's own split, from `own`) holds. Both come from `load_split`, with its `group`."""
+    trained = trained_on.loc[trained_on["split"] == "train", ["image_id", "group"]]
+    held = table[table["split"].isin(["val", "test"])]
+    same = held["image_id"].isin(trained["image_id"])
+    kin = held["group"].isin(trained["group"]) & ~same
+    if same.any() or kin.any():
+        raise DataError(
+            f"{other}: its val/test parts hold {int(same.sum())} images the run trained on "
+            f"and {int(kin.sum())} other images of lesions it trained on (per {own}), e.g. "
+            f"{', '.join(held.loc[same | kin, 'image_id'].head(3))}; choosing or testing on "
+            "them would overstate the results"
+        )
