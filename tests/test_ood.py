@@ -9,6 +9,7 @@ import pytest
 from dermalens.bundle import BundleError, load_bundle
 from dermalens.data.loaders import load_dataset
 from dermalens.ood import (
+    MIN_COLOUR,
     OOD_FILE,
     OodDetector,
     choose_threshold,
@@ -48,6 +49,12 @@ def test_pixel_stats_separate_flat_noise_and_real_images(fixture_images):
     stats = pixel_stats(np.stack([to_input(flat, pre), to_input(noise, pre), *real]), pre)
     assert stats[0, 0] < 1 and abs(stats[1, 1]) < 0.1
     assert (stats[2:, 0] > 3).all() and (stats[2:, 1] > 0.5).all()  # no photo looks flat/noisy
+    # colour spread: the skin fixtures and colour photos are far above the greyscale ones
+    colour = dict(zip([p.name for p in fixture_images] + list(PHOTOS), stats[2:, 2]))
+    grey = {"camera", "page"}
+    assert all(colour[name] == pytest.approx(0, abs=0.5) for name in grey), colour
+    assert all(v > 5 for name, v in colour.items() if name not in grey), colour
+    assert stats[0, 2] == pytest.approx(80, abs=1)  # the flat frame is (200, 150, 120)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +88,8 @@ def test_predictor_flags_flat_frames_and_noise(fitted):
         (np.zeros((150, 200, 3), np.uint8), "flat frame"),
         (np.full((150, 200, 3), 255, np.uint8), "flat frame"),
         (np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8), "noise"),
+        (skdata.camera(), "greyscale frame"),  # a black-and-white photo, 2-D array
+        (np.repeat(skdata.chelsea().mean(axis=2, keepdims=True), 3, axis=2), "greyscale"),
     ):
         result = predictor.predict(image)
         assert result.not_skin and result.uncertain and result.triage == "not_skin"
@@ -129,6 +138,21 @@ def test_old_format_is_refused_with_what_to_do():
     buffer = io.BytesIO()
     np.savez(buffer, format=np.array(1), mean=np.zeros(3))
     with pytest.raises(BundleError, match="format 1 is not 2; re-run `dermalens calibrate`"):
+        OodDetector.from_bytes(buffer.getvalue())
+
+
+def test_a_file_from_before_the_colour_test_loads_with_its_default(fitted):
+    import io
+
+    target, detector = fitted
+    values = {n: getattr(detector, n) for n in ("bank", "k", "scale", "threshold")}
+    buffer = io.BytesIO()
+    np.savez(buffer, format=np.array(2), **{k: np.asarray(v) for k, v in values.items()})
+    loaded = OodDetector.from_bytes(buffer.getvalue())
+    assert loaded.min_colour == MIN_COLOUR and loaded.threshold == detector.threshold
+    buffer = io.BytesIO()
+    np.savez(buffer, format=np.array(2), bank=detector.bank, k=np.asarray(3))
+    with pytest.raises(BundleError, match=r"OOD file lacks \['scale', 'threshold'\]"):
         OodDetector.from_bytes(buffer.getvalue())
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from dermalens.fast import cores, normalise_into, split_engine
 from dermalens.imageio import ImageError, load_image
-from dermalens.ood import pixel_stats
+from dermalens.ood import PIXEL_STATS, pixel_stats
 from dermalens.predict import Prediction, Predictor, iter_images
 from dermalens.preprocess import Preprocessing, resize
 
@@ -59,7 +59,7 @@ def _produce(
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         array = np.empty((len(chunk), 3, pre.height, pre.width), np.float32)
-        stats = np.empty((len(chunk), 2), np.float32)
+        stats = np.empty((len(chunk), PIXEL_STATS), np.float32)
         jobs = [pool.submit(_decode_into, p, pre, array[i], stats[i]) for i, p in enumerate(chunk)]
         while not stop.is_set():  # put, but give up when the consumer has gone
             try:

@@ -370,7 +370,8 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
     report = {
         "rule": (
             f"not skin if a flat frame (pixel std < {detector.min_pixel_std:g}), pixel noise "
-            f"(neighbour correlation < {detector.min_neighbour_corr:g}) or OOD score above "
+            f"(neighbour correlation < {detector.min_neighbour_corr:g}), a greyscale frame "
+            f"(colour spread < {detector.min_colour:g}) or OOD score above "
             f"the {targets.ood_quantile:.0%} quantile of validation skin images"
         ),
         "threshold": detector.threshold,

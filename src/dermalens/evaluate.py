@@ -22,7 +22,7 @@ from dermalens.data.records import DataError
 from dermalens.data.splits import load_split
 from dermalens.imageio import ImageError
 from dermalens.metrics import classification_metrics
-from dermalens.ood import pixel_stats, pooled
+from dermalens.ood import PIXEL_STATS, pixel_stats, pooled
 from dermalens.predict import Predictor
 
 
@@ -54,7 +54,7 @@ class TableRun:
 
     logits: np.ndarray  # views x rows x classes (1 view, or 4 with TTA), before temperature
     features: np.ndarray  # rows x C: view 0's feature map, mean-pooled as the head pools it
-    pixels: np.ndarray  # rows x 2: `ood.pixel_stats` of view 0
+    pixels: np.ndarray  # rows x PIXEL_STATS: `ood.pixel_stats` of view 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -79,7 +79,7 @@ def run_table(
     n, views = len(table), 4 if (predictor.tta if tta is None else tta) else 1
     logits = np.full((views, n, len(predictor.bundle.classes)), np.nan, dtype=np.float32)
     features = np.empty((n, 0), dtype=np.float32)
-    pixels = np.full((n, 2), np.nan, dtype=np.float32)
+    pixels = np.full((n, PIXEL_STATS), np.nan, dtype=np.float32)
     problems: list[str] = []
     use_meta = bool(predictor.bundle.metadata_fields)
     rows = list(table.itertuples(index=False))

@@ -297,7 +297,7 @@ class Predictor:
         if self.ood is not None:
             rule += (
                 f"; not_skin (and uncertain) if OOD score > {self.ood.threshold:.2f}, "
-                f"a flat frame or pixel noise, checked first"
+                f"a flat frame, pixel noise or a greyscale frame, checked first"
             )
         return Prediction(
             classes=list(classes),
