@@ -9,10 +9,13 @@ import pytest
 from dermalens.bundle import BundleError, load_bundle
 from dermalens.data.loaders import load_dataset
 from dermalens.ood import (
+    COLOUR_DIMS,
     MIN_COLOUR,
     OOD_FILE,
+    PIXEL_STATS,
     OodDetector,
     choose_threshold,
+    colour_descriptor,
     fit_ood,
     load_ood,
     pixel_stats,
@@ -65,9 +68,12 @@ def fitted(tiny_bundle, tiny_ham, tmp_path_factory):
     bundle = load_bundle(target)
     predictor = Predictor(bundle, ood=False)
     table = load_dataset(tiny_ham).table
-    _, fmap = predictor.forward(np.stack([predictor.prepare(p) for p in table["path"]]))
-    detector = fit_ood(pooled(fmap), k=3)
+    batch = np.stack([predictor.prepare(p) for p in table["path"]])
+    _, fmap = predictor.forward(batch)
+    pixels = pixel_stats(batch, predictor.pre)
+    detector = fit_ood(pooled(fmap), k=3, pixels=pixels)
     detector.threshold = choose_threshold(detector.score(pooled(fmap)), 0.99)
+    detector.colour_threshold = choose_threshold(detector.colour_score(pixels), 0.99)
     save_ood(bundle, detector)
     bundle.save_description()
     return target, detector
@@ -80,6 +86,42 @@ def test_save_and_load_round_trip(fitted):
     assert loaded.threshold == detector.threshold == load_bundle(target).thresholds["ood_above"]
     x = np.random.default_rng(0).normal(size=(3, detector.bank.shape[1]))
     assert np.allclose(loaded.score(x), detector.score(x))
+    assert loaded.colour_threshold == detector.colour_threshold
+    pixels = np.random.default_rng(0).uniform(0, 1, (3, PIXEL_STATS))
+    assert np.allclose(loaded.colour_score(pixels), detector.colour_score(pixels))
+
+
+def test_colour_descriptor_is_a_unit_chromaticity_and_brightness_histogram():
+    grey = np.full((3, 15, 20), 100.0)
+    x = colour_descriptor(grey)
+    assert x.shape == (COLOUR_DIMS,) and np.linalg.norm(x) == pytest.approx(1)
+    chroma, light = x[:-8].reshape(12, 12), x[-8:]
+    assert chroma[4, 4] > 0 and np.count_nonzero(chroma) == 1  # r = g = 1/3
+    assert light[3] > 0 and np.count_nonzero(light) == 1  # brightness 100 of 255
+    red = colour_descriptor(
+        np.stack([np.full((15, 20), 250.0), np.zeros((15, 20)), np.zeros((15, 20))])
+    )
+    assert red[:-8].reshape(12, 12)[11, 0] > 0 and red[-1] > 0
+
+
+def test_colour_judge_rejects_photos_whose_colours_are_far_from_skin(fitted, fixture_images):
+    target, _ = fitted
+    bundle = load_bundle(target)
+    bundle.thresholds["ood_above"] = float("inf")  # the feature judge off: colours only
+    predictor = Predictor(bundle)
+    pixels = lambda image: pixel_stats(predictor.prepare(image)[None], predictor.pre)  # noqa: E731
+    skin = [predictor.ood.colour_score(pixels(p))[0] for p in fixture_images]
+    photos = [
+        predictor.ood.colour_score(pixels(getattr(skdata, n)()))[0] for n in ("coffee", "rocket")
+    ]
+    assert min(photos) > 2 * max(skin), (photos, skin)  # fitted on 28 images of 7 lesions
+    predictor.ood.colour_threshold = float(np.sqrt(min(photos) * max(skin)))
+    for name in ("coffee", "rocket"):
+        result = predictor.predict(getattr(skdata, name)())
+        assert result.not_skin and result.triage == "not_skin", name
+        assert "colours unlike dermoscopic images (colour score" in result.not_skin_reason
+    assert not any(predictor.predict(p).not_skin for p in fixture_images)
+    assert "or colour score >" in predictor.predict(fixture_images[0]).triage_rule
 
 
 def test_predictor_flags_flat_frames_and_noise(fitted):

@@ -44,7 +44,8 @@ class Targets:
     selective_accuracy: float = 0.90  # abstain until the answers kept are this accurate...
     min_coverage: float = 0.80  # ...but never defer more than 20% of images
     sensitivity: float = 0.95  # triage flags at least this share of malignant lesions
-    ood_quantile: float = 0.99  # ~1% of skin images wrongly called "not skin"
+    ood_quantile: float = 0.99  # ~1% of skin images wrongly called "not skin" by features
+    ood_colour_quantile: float = 0.995  # and ~0.5% more at most by colours (see ood.py)
     ood_k: int = 10  # the OOD score is the distance to this nearest training image
     ood_fit_images: int = 1000  # training images kept for the OOD check (class-balanced)
     seed: int = 0  # for that sample
@@ -354,35 +355,49 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
     if fit is not None and len(fit):
         fit = balanced_sample(fit, targets.ood_fit_images, targets.seed)
         fit_run = run_table(predictor, fit, progress=progress, tta=False)
-        features = fit_run.features[fit_run.ok]
+        features, pixels = fit_run.features[fit_run.ok], fit_run.pixels[fit_run.ok]
         fitted_on = f"{len(features)} training images, classes balanced as far as possible"
     else:  # no training part: fit and threshold on the same images (optimistic)
-        features = val_run.features[val_run.ok]
+        features, pixels = val_run.features[val_run.ok], val_run.pixels[val_run.ok]
         fitted_on = f"{len(features)} validation images (no training part given)"
-    detector = fit_ood(features, targets.ood_k)
+    detector = fit_ood(features, targets.ood_k, pixels)
     val_features, val_pixels = val_run.features[val_run.ok], val_run.pixels[val_run.ok]
     detector.threshold = choose_threshold(detector.score(val_features), targets.ood_quantile)
-    _, not_skin, _ = detector.check(val_features, val_pixels)
+    detector.colour_threshold = choose_threshold(
+        detector.colour_score(val_pixels), targets.ood_colour_quantile
+    )
+    _, not_skin, reasons = detector.check(val_features, val_pixels)
     probes = probe_images()
     batch = np.stack([predictor.prepare(image) for image in probes.values()])
     _, fmap = predictor.forward(batch, tta=False)
-    _, caught, _ = detector.check(pooled(fmap), pixel_stats(batch, predictor.pre))
+    _, caught, probe_reasons = detector.check(pooled(fmap), pixel_stats(batch, predictor.pre))
     report = {
         "rule": (
             f"not skin if a flat frame (pixel std < {detector.min_pixel_std:g}), pixel noise "
             f"(neighbour correlation < {detector.min_neighbour_corr:g}), a greyscale frame "
-            f"(colour spread < {detector.min_colour:g}) or OOD score above "
-            f"the {targets.ood_quantile:.0%} quantile of validation skin images"
+            f"(colour spread < {detector.min_colour:g}), an OOD score above the "
+            f"{targets.ood_quantile:.1%} quantile of validation skin images, or a colour "
+            f"score above their {targets.ood_colour_quantile:.1%} quantile"
         ),
         "threshold": detector.threshold,
+        "colour_threshold": detector.colour_threshold,
+        # validation skin images rejected by each judge (the first that fires)
+        "val_rejected_by": _reason_counts(reasons),
         "k": detector.k,
         "fitted_on": fitted_on,
         "val_false_reject": ood_rates(not_skin, val_labels, predictor.bundle.classes),
         # photos, documents, noise and blank frames (`ood.probe_images`) called "not skin"
         "probes_rejected": f"{int(caught.sum())}/{len(caught)}",
         "probes_missed": [name for name, hit in zip(probes, caught) if not hit],
+        "probes_rejected_by": dict(zip(probes, (r.split(" (")[0] for r in probe_reasons))),
     }
     return detector, report
+
+
+def _reason_counts(reasons: list[str]) -> dict[str, int]:
+    """Counts of not-skin reasons by kind (the text before the numbers)."""
+    kinds = [r.split(" (")[0] for r in reasons if r]
+    return {kind: kinds.count(kind) for kind in sorted(set(kinds))}
 
 
 def calibrate(

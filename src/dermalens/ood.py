@@ -7,12 +7,23 @@ above it) and a greyscale frame (mean spread between the colour channels below
 `min_colour`: scans, documents, black-and-white photos; dermoscopy is always colour, and
 the least colourful of the 8,788 HAM10000 images has a mean channel spread of 5.3).
 
-Everything else is judged on the model's own features: the last feature map, mean-pooled
+Everything else is judged twice, and an image is not skin if either judge says so.
+First on the model's own features: the last feature map, mean-pooled
 exactly as the classifier head pools it (so it works with ONNX Runtime or PyTorch), is
 compared with the same features of a class-balanced sample of training skin images by
 cosine distance to the k-th nearest of them (deep nearest neighbours, Sun et al., ICML
 2022). `score` is that distance divided by its median over the training sample (each image
 left out of its own neighbours), so it is about 1 on typical skin images.
+
+Then on its colours, which do not depend on the model: a colour descriptor (a 12 x 12
+histogram of rg chromaticity, r = R / (R + G + B), and an 8-bin histogram of brightness,
+max(R, G, B); square-rooted, unit length) gets the same k-th-nearest-neighbour score
+against the same training images. The feature score alone depends on how a training run
+shaped the features: on the seed-0 split it let 0 to 4 of the 12 probe images through,
+depending on the run; the colour score catches the photos whose colours are far from skin
+(coffee, rocket) whatever the model. Its threshold is a higher quantile
+(`colour_threshold`, 99.5% of validation skin images by default), so the two together
+reject about as many skin images as the feature score alone.
 
 Why nearest neighbours: the first version modelled the features with class means and one
 shared covariance (Mahalanobis). For the metadata + EMA model it let 5 of 12 probe images
@@ -47,7 +58,9 @@ FORMAT = 2  # 1 was the Mahalanobis model; its files are refused
 MIN_PIXEL_STD = 3.0  # 0-255 units; real images are far above (HAM10000's lowest is ~10)
 MIN_NEIGHBOUR_CORR = 0.5  # photos are ~0.9 or more at model input size; white noise is ~0
 MIN_COLOUR = 2.0  # 0-255 units, mean max-min over R, G, B; greyscale is 0, HAM10000 >= 5.3
-PIXEL_STATS = 3  # columns of `pixel_stats`
+CHROMA_BINS, BRIGHTNESS_BINS = 12, 8
+COLOUR_DIMS = CHROMA_BINS * CHROMA_BINS + BRIGHTNESS_BINS
+PIXEL_STATS = 3 + COLOUR_DIMS  # columns of `pixel_stats`: 3 tests, then the colour descriptor
 
 
 def pooled(fmap: np.ndarray) -> np.ndarray:
@@ -68,12 +81,31 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return cov / var**0.5 if var > 0 else 1.0
 
 
+def colour_descriptor(rgb: np.ndarray) -> np.ndarray:
+    """3 x H x W pixels in 0-255 -> COLOUR_DIMS: rg-chromaticity and brightness histograms,
+    each a distribution, square-rooted (Hellinger) and the whole scaled to unit length."""
+    rgb = np.clip(rgb.reshape(3, -1), 0, 255)
+    total = rgb.sum(axis=0) + 1e-3
+    # bins centred on multiples of 1 / CHROMA_BINS, so grey (r = g = 1/3) is a bin's centre
+    r = np.minimum((rgb[0] / total * CHROMA_BINS + 0.5).astype(np.int64), CHROMA_BINS - 1)
+    g = np.minimum((rgb[1] / total * CHROMA_BINS + 0.5).astype(np.int64), CHROMA_BINS - 1)
+    chroma = np.bincount(r * CHROMA_BINS + g, minlength=CHROMA_BINS * CHROMA_BINS)
+    bright = np.minimum(
+        (rgb.max(axis=0) * (BRIGHTNESS_BINS / 256)).astype(np.int64), BRIGHTNESS_BINS - 1
+    )
+    light = np.bincount(bright, minlength=BRIGHTNESS_BINS)
+    x = np.sqrt(np.concatenate([chroma / chroma.sum(), light / light.sum()]))
+    return x / np.linalg.norm(x)
+
+
 def pixel_stats(batch: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """Per preprocessed image: [pixel std, neighbouring-pixel correlation, colour spread].
+    """Per preprocessed image: [pixel std, neighbouring-pixel correlation, colour spread,
+    *colour descriptor] (PIXEL_STATS columns).
 
     The grey level is the channel mean in 0-255 units (offset removed); the correlation
     is the mean of the horizontal and vertical neighbour correlations; the colour spread is
-    the mean over pixels of max - min over the three channels, in 0-255 units."""
+    the mean over pixels of max - min over the three channels, in 0-255 units; the colour
+    descriptor is `colour_descriptor` of the same pixels."""
     std = np.asarray(pre.std, np.float32)
     mean = np.asarray(pre.mean, np.float32)
     scale = std / 3
@@ -81,6 +113,7 @@ def pixel_stats(batch: np.ndarray, pre: Preprocessing) -> np.ndarray:
     for i, image in enumerate(np.asarray(batch, np.float32)):
         rgb = image * std[:, None, None] + mean[:, None, None]
         out[i, 2] = float((rgb.max(axis=0) - rgb.min(axis=0)).mean())
+        out[i, 3:] = colour_descriptor(rgb)
         grey = image[0] * scale[0]
         grey += image[1] * scale[1]
         grey += image[2] * scale[2]
@@ -102,10 +135,28 @@ class OodDetector:
     min_pixel_std: float = MIN_PIXEL_STD
     min_neighbour_corr: float = MIN_NEIGHBOUR_CORR
     min_colour: float = MIN_COLOUR
+    # the colour judge (absent in files written before it existed: then features only)
+    colour_bank: np.ndarray | None = None  # N x COLOUR_DIMS colour descriptors (float16)
+    colour_scale: float = 1.0
+    colour_threshold: float = float("inf")
 
     def __post_init__(self) -> None:
         self._bank = np.asarray(self.bank, np.float32)  # compute in float32
         self.k = int(self.k)
+        if self.colour_bank is not None:
+            self._colour_bank = np.asarray(self.colour_bank, np.float32)
+
+    def colour_score(self, pixels: np.ndarray) -> np.ndarray | None:
+        """Colour score per row of `pixel_stats` (about 1 on skin), None without a colour fit."""
+        if self.colour_bank is None:
+            return None
+        x = np.asarray(pixels, np.float32)[:, 3:]
+        if x.shape[1] != self._colour_bank.shape[1]:
+            raise BundleError(
+                f"{OOD_FILE} has {self._colour_bank.shape[1]} colour dimensions but this "
+                f"version computes {x.shape[1]}: re-run `dermalens calibrate`"
+            )
+        return _knn_distance(_unit(x), self._colour_bank, self.k) / self.colour_scale
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """OOD score per row of pooled features (N x C); about 1 on typical skin images."""
@@ -123,8 +174,14 @@ class OodDetector:
         """(scores, not-skin flags, reasons: "" when skin) for pooled features and pixel stats."""
         limit = self.threshold if threshold is None else threshold
         scores = self.score(features)
+        pixels = np.asarray(pixels)
+        colour_scores = self.colour_score(pixels)
+        if colour_scores is None:
+            colour_scores = np.zeros(len(scores), np.float32)
         reasons = []
-        for score, (spread, corr, colour) in zip(scores, np.asarray(pixels)):
+        for score, colour_score, (spread, corr, colour) in zip(
+            scores, colour_scores, pixels[:, :3]
+        ):
             if spread < self.min_pixel_std:
                 reasons.append(f"flat frame (pixel std {spread:.1f} < {self.min_pixel_std:g})")
             elif corr < self.min_neighbour_corr:
@@ -138,13 +195,22 @@ class OodDetector:
                 )
             elif score > limit:
                 reasons.append(f"unlike dermoscopic images (OOD score {score:.2f} > {limit:.2f})")
+            elif colour_score > self.colour_threshold:
+                reasons.append(
+                    f"colours unlike dermoscopic images (colour score {colour_score:.2f} > "
+                    f"{self.colour_threshold:.2f})"
+                )
             else:
                 reasons.append("")
         return scores, np.array([bool(r) for r in reasons]), reasons
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        values = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
+        values = {
+            f.name: np.asarray(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
         np.savez(buffer, format=np.array(FORMAT), **values)
         return buffer.getvalue()
 
@@ -209,17 +275,32 @@ def _knn_distance(x: np.ndarray, bank: np.ndarray, k: int, skip_self: bool = Fal
     return out
 
 
-def fit_ood(features: np.ndarray, k: int = 10) -> OodDetector:
-    """Fit on pooled features (N x C) of skin images (ideally class-balanced)."""
-    x = np.asarray(features, np.float32)
-    x = x[np.isfinite(x).all(axis=1)]
-    if len(x) < k + 2:
-        raise ValueError(f"OOD fit needs at least k + 2 = {k + 2} images; got {len(x)}")
+def _fit_bank(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Unit rows in float16 and the median leave-one-out k-NN distance among them."""
     bank = _unit(x).astype(np.float16)
-    stored = bank.astype(np.float32)  # what `score` will compare against
-    within = _knn_distance(stored, stored, k, skip_self=True)
-    scale = float(np.median(within))
-    return OodDetector(bank, k, scale if scale > 1e-9 else 1.0)
+    stored = bank.astype(np.float32)  # what the scores will compare against
+    scale = float(np.median(_knn_distance(stored, stored, k, skip_self=True)))
+    return bank, scale if scale > 1e-9 else 1.0
+
+
+def fit_ood(features: np.ndarray, k: int = 10, pixels: np.ndarray | None = None) -> OodDetector:
+    """Fit on pooled features (N x C) of skin images (ideally class-balanced), and on their
+    colours when `pixels` (the same images' `pixel_stats`) is given."""
+    x = np.asarray(features, np.float32)
+    keep = np.isfinite(x).all(axis=1)
+    if pixels is not None:
+        pixels = np.asarray(pixels, np.float32)
+        if len(pixels) != len(x):
+            raise ValueError(f"OOD fit: {len(x)} feature rows but {len(pixels)} pixel rows")
+        keep &= np.isfinite(pixels).all(axis=1)
+    if keep.sum() < k + 2:
+        raise ValueError(f"OOD fit needs at least k + 2 = {k + 2} images; got {int(keep.sum())}")
+    bank, scale = _fit_bank(x[keep], k)
+    detector = OodDetector(bank, k, scale)
+    if pixels is not None:
+        detector.colour_bank, detector.colour_scale = _fit_bank(pixels[keep, 3:], k)
+        detector.__post_init__()
+    return detector
 
 
 def probe_images() -> dict[str, np.ndarray]:

@@ -296,9 +296,11 @@ class Predictor:
         )
         if self.ood is not None:
             rule += (
-                f"; not_skin (and uncertain) if OOD score > {self.ood.threshold:.2f}, "
-                f"a flat frame, pixel noise or a greyscale frame, checked first"
+                f"; not_skin (and uncertain) if a flat frame, pixel noise or a greyscale "
+                f"frame, or OOD score > {self.ood.threshold:.2f}"
             )
+            if self.ood.colour_bank is not None:
+                rule += f", or colour score > {self.ood.colour_threshold:.2f}"
         return Prediction(
             classes=list(classes),
             probabilities=[float(p) for p in probs],
