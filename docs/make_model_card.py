@@ -158,6 +158,13 @@ def operating_points(bundle) -> str:
             f"validation skin images: {fr.get('rejected', 0):.1%} of {fr.get('n')} "
             f"(highest for {worst[0]}: {worst[1]:.0%})."
         )
+        if ood.get("probes_rejected"):
+            missed = ", ".join(ood.get("probes_missed") or []) or "none"
+            lines.append(
+                f"- Probe images that are not skin (scikit-image photos and documents, rendered "
+                f"text, noise, blank frames) called not skin: {ood['probes_rejected']} "
+                f"(missed: {missed})."
+            )
     decision = bundle.metrics.get("test", {}).get("decision", {})
     tri, ab = decision.get("triage", {}), decision.get("abstention", {})
     test_ood = bundle.metrics.get("test", {}).get("ood") or {}
