@@ -89,8 +89,12 @@ def training_note(bundle) -> str:
         if len(history) < cfg.get("epochs", 0)
         else ""
     )
+    # threads=1: the run shared the machine with another training (one core each)
+    shared = (
+        " on one thread, beside another run on the other core" if cfg.get("threads") == 1 else ""
+    )
     return (
-        f"{len(history)} epochs ran in {minutes:.0f} minutes{stopped}; the shipped weights "
+        f"{len(history)} epochs ran in {minutes:.0f} minutes{shared}{stopped}; the shipped weights "
         f"are epoch {best['epoch']}, the best on validation balanced accuracy "
         f"({best['val_balanced_accuracy']:.3f})"
     )

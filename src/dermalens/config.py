@@ -45,7 +45,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0  # linear warm-up before the schedule
     schedule: str = "cosine"  # cosine | onecycle | constant
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.0  # 0.1 measured worse on calibration over 3 split seeds
     balance: str = "loss"  # loss (inverse-frequency weights) | sampler | none
     balance_power: float = 0.75  # weights = (1 / frequency) ** power; 1 = fully balanced
     ema: float = 0.998  # per-step decay of an average of the weights (e.g. 0.998); 0 = off.
