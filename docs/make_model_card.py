@@ -180,6 +180,12 @@ def operating_points(bundle) -> str:
             f"{fmt(ab.get('selective_accuracy'))}; skin images called not skin: "
             f"{test_ood.get('rejected', 0):.1%} of {test_ood.get('n', 0)}."
         )
+    if test_ood.get("per_class"):
+        rates = ", ".join(f"{c} {r:.1%}" for c, r in test_ood["per_class"].items() if r)
+        lines.append(
+            f"- Test skin images called not skin, by class: {rates or 'none'}. A lesion "
+            "called not skin gets no triage answer; the clinician has to look at it."
+        )
     curve = bundle.metrics.get("abstention", {}).get("curve", [])
     points = [p for p in curve if round(p["coverage"] * 100) % 10 == 0 and p["coverage"] >= 0.5]
     if points:
