@@ -107,3 +107,16 @@ def test_folder_prediction_runs_the_same_ood_check_as_predict(bundle, fixture_im
 def test_predict_reports_a_bad_file_and_exits_nonzero(capsys):
     assert main(["predict", str(FIXTURES / "ham" / "ATTRIBUTION.md")]) == 1
     assert "ATTRIBUTION.md: not an image (unrecognised format)" in capsys.readouterr().err
+
+
+def test_predict_says_why_an_image_is_not_skin_and_what_to_do(capsys, tmp_path):
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 150), (128, 128, 128)).save(blank)
+    assert main(["predict", str(blank), str(FIXTURES / "ham" / "ISIC_0024310.jpg")]) == 0
+    out = capsys.readouterr().out
+    assert "triage: not_skin" in out
+    assert "not a dermoscopic skin image: flat frame (pixel std 0.0 < 3)" in out
+    assert "a clinician must examine the lesion" in out
+    assert out.count("not a dermoscopic skin image") == 1  # the lesion image is not flagged

@@ -26,7 +26,7 @@ EPILOG = "Decision support only, never a diagnosis."
 
 def _predict(args: argparse.Namespace) -> int:
     from dermalens.batch import predict_folder
-    from dermalens.predict import DISCLAIMER, Predictor, iter_images
+    from dermalens.predict import DISCLAIMER, NOT_SKIN_ADVICE, Predictor, iter_images
 
     predictor = Predictor(
         args.model or default_model_path(), backend=args.backend, precision=args.precision
@@ -64,6 +64,8 @@ def _predict(args: argparse.Namespace) -> int:
                 f"{r.source}\n  {tops}\n  triage: {r.triage} "
                 f"(P(malignant) = {r.malignant_probability:.1%})"
             )
+            if r.not_skin:
+                print(f"  not a dermoscopic skin image: {r.not_skin_reason}; {NOT_SKIN_ADVICE}")
         print(f"\n{DISCLAIMER}")
     return 1 if failed and not rows else 0
 

@@ -34,6 +34,12 @@ DISCLAIMER = (
     "Decision support only, not a diagnosis. A clinician must examine the lesion; "
     "see a dermatologist about any lesion that worries you."
 )
+# shown with a "not skin" answer: the check also turns away some real lesions (about 1-2%
+# of test images, more among melanomas for some models; see the model card)
+NOT_SKIN_ADVICE = (
+    "if this is a photo of a skin lesion, it gets no triage answer here, and a clinician "
+    "must examine the lesion"
+)
 
 
 @dataclass
