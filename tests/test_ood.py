@@ -15,6 +15,7 @@ from dermalens.ood import (
     PIXEL_STATS,
     OodDetector,
     choose_threshold,
+    choose_thresholds,
     colour_descriptor,
     fit_ood,
     load_ood,
@@ -196,6 +197,31 @@ def test_a_file_from_before_the_colour_test_loads_with_its_default(fitted):
     np.savez(buffer, format=np.array(2), bank=detector.bank, k=np.asarray(3))
     with pytest.raises(BundleError, match=r"OOD file lacks \['scale', 'threshold'\]"):
         OodDetector.from_bytes(buffer.getvalue())
+
+
+def test_threshold_pair_catches_the_most_probes_then_rejects_the_fewest_skin_images():
+    rng = np.random.default_rng(0)
+    val_f, val_c = rng.uniform(0, 1, 1000), rng.uniform(0, 1, 1000)
+    # probe 0 needs a low feature threshold, probe 1 a low colour threshold, probe 2 is
+    # caught by a pixel test, probe 3 by nothing on the grid
+    probe_f = np.array([np.quantile(val_f, 0.992), 0.1, 0.1, 0.1])
+    probe_c = np.array([0.1, np.quantile(val_c, 0.982), 0.1, 0.1])
+    pixel = np.array([False, False, True, False])
+    limit, colour_limit, report = choose_thresholds(
+        val_f, val_c, probe_f, probe_c, pixel, (0.99, 0.995, 0.999), (0.98, 0.99)
+    )
+    chosen = report["chosen"]
+    assert (chosen["quantile"], chosen["colour_quantile"]) == (0.99, 0.98)
+    assert chosen["probes_caught"] == 3 and len(report["grid"]) == 6
+    assert limit == pytest.approx(np.quantile(val_f, 0.99))
+    assert colour_limit == pytest.approx(np.quantile(val_c, 0.98))
+    # when no pair catches more probes than another, the fewest skin rejects win
+    _, _, report = choose_thresholds(
+        val_f, val_c, probe_f * 0, probe_c * 0, pixel, (0.99, 0.999), (0.98, 0.995)
+    )
+    assert (report["chosen"]["quantile"], report["chosen"]["colour_quantile"]) == (0.999, 0.995)
+    with pytest.raises(ValueError, match="empty quantile grid"):
+        choose_thresholds(val_f, val_c, probe_f, probe_c, pixel, (), (0.99,))
 
 
 def test_too_few_fit_images_is_an_error():

@@ -44,8 +44,11 @@ class Targets:
     selective_accuracy: float = 0.90  # abstain until the answers kept are this accurate...
     min_coverage: float = 0.80  # ...but never defer more than 20% of images
     sensitivity: float = 0.95  # triage flags at least this share of malignant lesions
-    ood_quantile: float = 0.99  # ~1% of skin images wrongly called "not skin" by features
-    ood_colour_quantile: float = 0.995  # and ~0.5% more at most by colours (see ood.py)
+    # OOD thresholds: quantiles of validation skin scores, the feature judge's and the colour
+    # judge's; the pair that catches the most probe images, then rejects the fewest
+    # validation skin images, is kept (`ood.choose_thresholds`)
+    ood_quantiles: tuple[float, ...] = (0.99, 0.995, 0.998, 0.999)
+    ood_colour_quantiles: tuple[float, ...] = (0.98, 0.985, 0.99, 0.995)
     ood_k: int = 10  # the OOD score is the distance to this nearest training image
     ood_fit_images: int = 1000  # training images kept for the OOD check (class-balanced)
     seed: int = 0  # for that sample
@@ -348,7 +351,14 @@ def balanced_sample(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 
 def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, progress) -> tuple:
     from dermalens.evaluate import ood_rates, run_table
-    from dermalens.ood import choose_threshold, fit_ood, pixel_stats, pooled, probe_images
+    from dermalens.ood import (
+        OodDetector,
+        choose_thresholds,
+        fit_ood,
+        pixel_stats,
+        pooled,
+        probe_images,
+    )
 
     if fit is not None:
         fit = fit[fit["label"].isin(predictor.bundle.classes)]
@@ -362,23 +372,37 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
         fitted_on = f"{len(features)} validation images (no training part given)"
     detector = fit_ood(features, targets.ood_k, pixels)
     val_features, val_pixels = val_run.features[val_run.ok], val_run.pixels[val_run.ok]
-    detector.threshold = choose_threshold(detector.score(val_features), targets.ood_quantile)
-    detector.colour_threshold = choose_threshold(
-        detector.colour_score(val_pixels), targets.ood_colour_quantile
-    )
-    _, not_skin, reasons = detector.check(val_features, val_pixels)
     probes = probe_images()
     batch = np.stack([predictor.prepare(image) for image in probes.values()])
     _, fmap = predictor.forward(batch, tta=False)
-    _, caught, probe_reasons = detector.check(pooled(fmap), pixel_stats(batch, predictor.pre))
+    probe_features, probe_pixels = pooled(fmap), pixel_stats(batch, predictor.pre)
+    # the pixel tests alone (judges off) on the probes
+    _, by_pixels, _ = OodDetector(detector.bank, detector.k, detector.scale).check(
+        probe_features, probe_pixels
+    )
+    detector.threshold, detector.colour_threshold, choice = choose_thresholds(
+        detector.score(val_features),
+        detector.colour_score(val_pixels),
+        detector.score(probe_features),
+        detector.colour_score(probe_pixels),
+        by_pixels,
+        targets.ood_quantiles,
+        targets.ood_colour_quantiles,
+    )
+    _, not_skin, reasons = detector.check(val_features, val_pixels)
+    _, caught, probe_reasons = detector.check(probe_features, probe_pixels)
+    chosen = choice["chosen"]
     report = {
         "rule": (
             f"not skin if a flat frame (pixel std < {detector.min_pixel_std:g}), pixel noise "
             f"(neighbour correlation < {detector.min_neighbour_corr:g}), a greyscale frame "
             f"(colour spread < {detector.min_colour:g}), an OOD score above the "
-            f"{targets.ood_quantile:.1%} quantile of validation skin images, or a colour "
-            f"score above their {targets.ood_colour_quantile:.1%} quantile"
+            f"{chosen['quantile']:.1%} quantile of validation skin images, or a colour "
+            f"score above their {chosen['colour_quantile']:.1%} quantile (the pair of "
+            f"quantiles that caught the most probe images, then rejected the fewest "
+            f"validation skin images)"
         ),
+        "threshold_choice": choice,
         "threshold": detector.threshold,
         "colour_threshold": detector.colour_threshold,
         # validation skin images rejected by each judge (the first that fires)

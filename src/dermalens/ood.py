@@ -334,6 +334,55 @@ def choose_threshold(scores: np.ndarray, quantile: float = 0.99) -> float:
     return float(np.quantile(np.asarray(scores, np.float64), quantile))
 
 
+def choose_thresholds(
+    val_scores: np.ndarray,
+    val_colour: np.ndarray,
+    probe_scores: np.ndarray,
+    probe_colour: np.ndarray,
+    probe_pixel_caught: np.ndarray,
+    quantiles: tuple[float, ...],
+    colour_quantiles: tuple[float, ...],
+) -> tuple[float, float, dict]:
+    """Feature and colour thresholds from a grid of validation quantiles.
+
+    Each pair of quantiles is scored by how many probe images (known non-skin) it rejects,
+    then by how many validation skin images it rejects: the pair that catches the most
+    probes and, among those, turns away the fewest skin images wins (ties: the higher
+    quantiles). Returns (threshold, colour threshold, a report of the choice)."""
+    val_scores, val_colour = np.asarray(val_scores), np.asarray(val_colour)
+    probe_scores, probe_colour = np.asarray(probe_scores), np.asarray(probe_colour)
+    probe_pixel_caught = np.asarray(probe_pixel_caught, bool)
+    if not quantiles or not colour_quantiles:
+        raise ValueError("choose_thresholds: empty quantile grid")
+    grid = []
+    for q in quantiles:
+        for qc in colour_quantiles:
+            limit, colour_limit = choose_threshold(val_scores, q), choose_threshold(val_colour, qc)
+            caught = probe_pixel_caught | (probe_scores > limit) | (probe_colour > colour_limit)
+            rejected = (val_scores > limit) | (val_colour > colour_limit)
+            grid.append(
+                {
+                    "quantile": q,
+                    "colour_quantile": qc,
+                    "threshold": limit,
+                    "colour_threshold": colour_limit,
+                    "probes_caught": int(caught.sum()),
+                    "val_rejected": float(rejected.mean()),
+                }
+            )
+    best = min(
+        grid,
+        key=lambda g: (
+            -g["probes_caught"],
+            g["val_rejected"],
+            -g["quantile"],
+            -g["colour_quantile"],
+        ),
+    )
+    report = {"chosen": best, "grid": grid}
+    return best["threshold"], best["colour_threshold"], report
+
+
 def save_ood(bundle: Bundle, detector: OodDetector) -> str:
     """Write `ood.npz` atomically, record its hash and threshold; returns the hash.
 
