@@ -352,7 +352,6 @@ def balanced_sample(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, progress) -> tuple:
     from dermalens.evaluate import ood_rates, run_table
     from dermalens.ood import (
-        OodDetector,
         choose_thresholds,
         fit_ood,
         pixel_stats,
@@ -376,16 +375,12 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
     batch = np.stack([predictor.prepare(image) for image in probes.values()])
     _, fmap = predictor.forward(batch, tta=False)
     probe_features, probe_pixels = pooled(fmap), pixel_stats(batch, predictor.pre)
-    # the pixel tests alone (judges off) on the probes
-    _, by_pixels, _ = OodDetector(detector.bank, detector.k, detector.scale).check(
-        probe_features, probe_pixels
-    )
     detector.threshold, detector.colour_threshold, choice = choose_thresholds(
         detector.score(val_features),
         detector.colour_score(val_pixels),
         detector.score(probe_features),
         detector.colour_score(probe_pixels),
-        by_pixels,
+        [bool(r) for r in detector.pixel_reasons(probe_pixels)],
         targets.ood_quantiles,
         targets.ood_colour_quantiles,
     )

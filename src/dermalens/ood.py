@@ -169,20 +169,10 @@ class OodDetector:
             )
         return _knn_distance(_unit(x), self._bank, self.k) / self.scale
 
-    def check(
-        self, features: np.ndarray, pixels: np.ndarray, threshold: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(scores, not-skin flags, reasons: "" when skin) for pooled features and pixel stats."""
-        limit = self.threshold if threshold is None else threshold
-        scores = self.score(features)
-        pixels = np.asarray(pixels)
-        colour_scores = self.colour_score(pixels)
-        if colour_scores is None:
-            colour_scores = np.zeros(len(scores), np.float32)
+    def pixel_reasons(self, pixels: np.ndarray) -> list[str]:
+        """The three pixel tests alone, per row of `pixel_stats`: the reason, or "" if passed."""
         reasons = []
-        for score, colour_score, (spread, corr, colour) in zip(
-            scores, colour_scores, pixels[:, :3]
-        ):
+        for spread, corr, colour in np.asarray(pixels)[:, :3]:
             if spread < self.min_pixel_std:
                 reasons.append(f"flat frame (pixel std {spread:.1f} < {self.min_pixel_std:g})")
             elif corr < self.min_neighbour_corr:
@@ -194,15 +184,32 @@ class OodDetector:
                     f"greyscale frame (colour spread {colour:.1f} < {self.min_colour:g}; "
                     f"dermoscopic images are colour)"
                 )
-            elif score > limit:
-                reasons.append(f"unlike dermoscopic images (OOD score {score:.2f} > {limit:.2f})")
+            else:
+                reasons.append("")
+        return reasons
+
+    def check(
+        self, features: np.ndarray, pixels: np.ndarray, threshold: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(scores, not-skin flags, reasons: "" when skin) for pooled features and pixel stats.
+
+        The pixel tests come first, then the feature judge, then the colour judge."""
+        limit = self.threshold if threshold is None else threshold
+        scores = self.score(features)
+        colour_scores = self.colour_score(pixels)
+        if colour_scores is None:
+            colour_scores = np.zeros(len(scores), np.float32)
+        reasons = self.pixel_reasons(pixels)
+        for i, (score, colour_score) in enumerate(zip(scores, colour_scores)):
+            if reasons[i]:
+                continue
+            if score > limit:
+                reasons[i] = f"unlike dermoscopic images (OOD score {score:.2f} > {limit:.2f})"
             elif colour_score > self.colour_threshold:
-                reasons.append(
+                reasons[i] = (
                     f"colours unlike dermoscopic images (colour score {colour_score:.2f} > "
                     f"{self.colour_threshold:.2f})"
                 )
-            else:
-                reasons.append("")
         return scores, np.array([bool(r) for r in reasons]), reasons
 
     def to_bytes(self) -> bytes:
@@ -297,11 +304,10 @@ def fit_ood(features: np.ndarray, k: int = 10, pixels: np.ndarray | None = None)
     if keep.sum() < k + 2:
         raise ValueError(f"OOD fit needs at least k + 2 = {k + 2} images; got {int(keep.sum())}")
     bank, scale = _fit_bank(x[keep], k)
-    detector = OodDetector(bank, k, scale)
-    if pixels is not None:
-        detector.colour_bank, detector.colour_scale = _fit_bank(pixels[keep, 3:], k)
-        detector.__post_init__()
-    return detector
+    if pixels is None:
+        return OodDetector(bank, k, scale)
+    colour_bank, colour_scale = _fit_bank(pixels[keep, 3:], k)
+    return OodDetector(bank, k, scale, colour_bank=colour_bank, colour_scale=colour_scale)
 
 
 def probe_images() -> dict[str, np.ndarray]:
