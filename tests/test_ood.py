@@ -224,6 +224,14 @@ def test_threshold_pair_catches_the_most_probes_then_rejects_the_fewest_skin_ima
         choose_thresholds(val_f, val_c, probe_f, probe_c, pixel, (), (0.99,))
 
 
+def test_mismatched_colour_inputs_are_refused_with_the_reason(fitted):
+    _, detector = fitted
+    with pytest.raises(ValueError, match="OOD fit: 12 feature rows but 11 pixel rows"):
+        fit_ood(np.ones((12, 4)), k=3, pixels=np.ones((11, PIXEL_STATS)))
+    with pytest.raises(BundleError, match="colour dimensions but this version computes 10"):
+        detector.colour_score(np.ones((2, 13)))
+
+
 def test_too_few_fit_images_is_an_error():
     with pytest.raises(ValueError, match="at least k \\+ 2"):
         fit_ood(np.ones((5, 4)), k=10)
