@@ -11,6 +11,7 @@ from PIL import Image
 from conftest import make_tiny_bundle
 from dermalens.bundle import load_bundle
 from dermalens.calibrate import (
+    Targets,
     balanced_sample,
     calibrate_bundle,
     choose_triage_threshold,
@@ -253,3 +254,32 @@ def test_record_test_stores_the_test_part(tiny_bundle, tiny_ham, tmp_path):
     saved = json.loads((bundle_dir / "bundle.json").read_text())
     assert saved["metrics"]["test"]["n"] == summary["test"]["n"] == 7
     assert (tmp_path / "cal" / "eval-test").is_dir()
+
+
+def test_calibrate_cli_refuses_an_ood_cap_outside_0_1(tiny_bundle, tiny_ham, tmp_path, capsys):
+    from dermalens.cli import main
+
+    split = write_split(tiny_ham, tmp_path / "split.csv")
+    args = ["calibrate", str(tiny_bundle), str(tiny_ham), "--split-file", str(split)]
+    before = (tiny_bundle / "bundle.json").read_bytes()
+    with pytest.raises(SystemExit):
+        main([*args, "--ood-max-val-reject", "1.5"])
+    assert "--ood-max-val-reject: must lie between 0 and 1, got 1.5" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--ood-max-val-reject", "two"])
+    assert "not a number: 'two'" in capsys.readouterr().err
+    assert (tiny_bundle / "bundle.json").read_bytes() == before
+
+
+def test_calibrate_records_the_ood_cap(tiny_bundle, tiny_ham, tmp_path):
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle_dir)
+    split = write_split(tiny_ham, tmp_path / "split.csv")
+    calibrate_bundle(
+        bundle_dir, tiny_ham, split, targets=Targets(ood_max_val_reject=0.0), progress=False
+    )
+    ood = json.loads((bundle_dir / "bundle.json").read_text())["metrics"]["ood"]
+    assert ood["threshold_choice"]["max_val_reject"] == 0.0
+    chosen = ood["threshold_choice"]["chosen"]
+    assert chosen["val_rejected"] == 0.0 or not ood["threshold_choice"]["cap_met"]
+    assert "at most 0.0% of validation skin images" in ood["rule"]

@@ -224,6 +224,34 @@ def test_threshold_pair_catches_the_most_probes_then_rejects_the_fewest_skin_ima
         choose_thresholds(val_f, val_c, probe_f, probe_c, pixel, (), (0.99,))
 
 
+def test_threshold_pair_keeps_under_the_validation_reject_cap():
+    rng = np.random.default_rng(0)
+    val_f, val_c = rng.uniform(0, 1, 1000), rng.uniform(0, 1, 1000)
+    # the probe is caught only by the 98% colour quantile, which with the 99% feature
+    # quantile turns away about 3% of skin images
+    probe_f, probe_c = np.array([0.1]), np.array([np.quantile(val_c, 0.982)])
+    pixel = np.array([False])
+    grid = ((0.99, 0.999), (0.98, 0.995))
+    _, _, free = choose_thresholds(val_f, val_c, probe_f, probe_c, pixel, *grid)
+    assert free["chosen"]["probes_caught"] == 1 and free["chosen"]["val_rejected"] > 0.02
+    _, colour_limit, capped = choose_thresholds(
+        val_f, val_c, probe_f, probe_c, pixel, *grid, max_val_reject=0.02
+    )
+    assert capped["cap_met"] and capped["chosen"]["val_rejected"] <= 0.02
+    assert capped["chosen"]["probes_caught"] == 0  # the probe is given up, not the skin
+    assert (capped["chosen"]["quantile"], capped["chosen"]["colour_quantile"]) == (0.999, 0.995)
+    assert colour_limit == pytest.approx(np.quantile(val_c, 0.995))
+    # a cap no pair meets: the fewest skin rejects, and the report says so
+    _, _, unmet = choose_thresholds(
+        val_f, val_c, probe_f, probe_c, pixel, *grid, max_val_reject=0.001
+    )
+    assert not unmet["cap_met"] and unmet["chosen"]["val_rejected"] == min(
+        g["val_rejected"] for g in unmet["grid"]
+    )
+    with pytest.raises(ValueError, match=r"max_val_reject must lie in \[0, 1\], got 2"):
+        choose_thresholds(val_f, val_c, probe_f, probe_c, pixel, *grid, max_val_reject=2)
+
+
 def test_mismatched_colour_inputs_are_refused_with_the_reason(fitted):
     _, detector = fitted
     with pytest.raises(ValueError, match="OOD fit: 12 feature rows but 11 pixel rows"):

@@ -45,10 +45,12 @@ class Targets:
     min_coverage: float = 0.80  # ...but never defer more than 20% of images
     sensitivity: float = 0.95  # triage flags at least this share of malignant lesions
     # OOD thresholds: quantiles of validation skin scores, the feature judge's and the colour
-    # judge's; the pair that catches the most probe images, then rejects the fewest
-    # validation skin images, is kept (`ood.choose_thresholds`)
+    # judge's; among the pairs that turn away at most `ood_max_val_reject` of validation
+    # skin images, the one that catches the most probe images, then rejects the fewest
+    # skin images, is kept (`ood.choose_thresholds`)
     ood_quantiles: tuple[float, ...] = (0.99, 0.995, 0.998, 0.999)
     ood_colour_quantiles: tuple[float, ...] = (0.98, 0.985, 0.99, 0.995)
+    ood_max_val_reject: float = 0.02
     ood_k: int = 10  # the OOD score is the distance to this nearest training image
     ood_fit_images: int = 1000  # training images kept for the OOD check (class-balanced)
     seed: int = 0  # for that sample
@@ -383,6 +385,7 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
         [bool(r) for r in detector.pixel_reasons(probe_pixels)],
         targets.ood_quantiles,
         targets.ood_colour_quantiles,
+        targets.ood_max_val_reject,
     )
     _, not_skin, reasons = detector.check(val_features, val_pixels)
     _, caught, probe_reasons = detector.check(probe_features, probe_pixels)
@@ -393,9 +396,17 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
             f"(neighbour correlation < {detector.min_neighbour_corr:g}), a greyscale frame "
             f"(colour spread < {detector.min_colour:g}), an OOD score above the "
             f"{chosen['quantile']:.1%} quantile of validation skin images, or a colour "
-            f"score above their {chosen['colour_quantile']:.1%} quantile (the pair of "
-            f"quantiles that caught the most probe images, then rejected the fewest "
-            f"validation skin images)"
+            f"score above their {chosen['colour_quantile']:.1%} quantile (of the pairs of "
+            f"quantiles that rejected at most {targets.ood_max_val_reject:.1%} of "
+            f"validation skin images, the one that caught the most probe images, then "
+            f"rejected the fewest skin images"
+            + (
+                ""
+                if choice["cap_met"]
+                else "; no pair kept under that cap, so the pair "
+                "that rejected the fewest skin images"
+            )
+            + ")"
         ),
         "threshold_choice": choice,
         "threshold": detector.threshold,

@@ -125,17 +125,30 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     from dermalens.calibrate import Targets, calibrate_bundle
     from dermalens.metrics import summary as summary_line
 
+    cap = args.ood_max_val_reject
+    ood_cap = {} if cap is None else {"ood_max_val_reject": cap}
     summary = calibrate_bundle(
         args.model,
         args.data,
         args.split_file,
         args.split,
         args.out,
-        targets=Targets(class_bias=not args.temperature_only),
+        targets=Targets(class_bias=not args.temperature_only, **ood_cap),
         record_test=args.record_test,
     )
     test = summary.pop("test", None)
@@ -286,6 +299,13 @@ def parser() -> argparse.ArgumentParser:
         "--temperature-only",
         action="store_true",
         help="no per-class bias: probabilities keep the model's class-weighted tilt",
+    )
+    s.add_argument(
+        "--ood-max-val-reject",
+        type=_fraction,
+        metavar="F",
+        help="the OOD check may call at most this share of validation skin images 'not skin' "
+        "(default 0.02)",
     )
     s.add_argument(
         "--record-test",

@@ -348,18 +348,24 @@ def choose_thresholds(
     probe_pixel_caught: np.ndarray,
     quantiles: tuple[float, ...],
     colour_quantiles: tuple[float, ...],
+    max_val_reject: float = 1.0,
 ) -> tuple[float, float, dict]:
     """Feature and colour thresholds from a grid of validation quantiles.
 
-    Each pair of quantiles is scored by how many probe images (known non-skin) it rejects,
-    then by how many validation skin images it rejects: the pair that catches the most
-    probes and, among those, turns away the fewest skin images wins (ties: the higher
-    quantiles). Returns (threshold, colour threshold, a report of the choice)."""
+    Only pairs that reject at most `max_val_reject` of the validation skin images are
+    eligible. Among them, the pair that rejects the most probe images (known non-skin)
+    and then the fewest validation skin images wins (ties: the higher quantiles). If no
+    pair keeps under the cap, the pair that rejects the fewest skin images is kept and the
+    report says the cap was not met. Returns (threshold, colour threshold, report)."""
     val_scores, val_colour = np.asarray(val_scores), np.asarray(val_colour)
     probe_scores, probe_colour = np.asarray(probe_scores), np.asarray(probe_colour)
     probe_pixel_caught = np.asarray(probe_pixel_caught, bool)
     if not quantiles or not colour_quantiles:
         raise ValueError("choose_thresholds: empty quantile grid")
+    if not 0.0 <= max_val_reject <= 1.0:
+        raise ValueError(
+            f"choose_thresholds: max_val_reject must lie in [0, 1], got {max_val_reject}"
+        )
     grid = []
     for q in quantiles:
         for qc in colour_quantiles:
@@ -376,16 +382,21 @@ def choose_thresholds(
                     "val_rejected": float(rejected.mean()),
                 }
             )
-    best = min(
-        grid,
-        key=lambda g: (
-            -g["probes_caught"],
-            g["val_rejected"],
-            -g["quantile"],
-            -g["colour_quantile"],
-        ),
-    )
-    report = {"chosen": best, "grid": grid}
+    eligible = [g for g in grid if g["val_rejected"] <= max_val_reject]
+    cap_met = bool(eligible)
+    if cap_met:
+        best = min(
+            eligible,
+            key=lambda g: (
+                -g["probes_caught"],
+                g["val_rejected"],
+                -g["quantile"],
+                -g["colour_quantile"],
+            ),
+        )
+    else:
+        best = min(grid, key=lambda g: (g["val_rejected"], -g["probes_caught"]))
+    report = {"chosen": best, "max_val_reject": max_val_reject, "cap_met": cap_met, "grid": grid}
     return best["threshold"], best["colour_threshold"], report
 
 
