@@ -283,3 +283,8 @@ def test_calibrate_records_the_ood_cap(tiny_bundle, tiny_ham, tmp_path):
     chosen = ood["threshold_choice"]["chosen"]
     assert chosen["val_rejected"] == 0.0 or not ood["threshold_choice"]["cap_met"]
     assert "at most 0.0% of validation skin images" in ood["rule"]
+
+
+def test_targets_refuse_an_ood_cap_outside_0_1():
+    with pytest.raises(ValueError, match=r"ood_max_val_reject must lie in \[0, 1\], got -0.1"):
+        Targets(ood_max_val_reject=-0.1)

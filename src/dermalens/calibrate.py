@@ -58,6 +58,13 @@ class Targets:
     # class mix; answers keep the model's class-balanced ranking); False: temperature only
     class_bias: bool = True
 
+    def __post_init__(self):
+        # checked here, not after minutes of feature extraction
+        if not 0.0 <= self.ood_max_val_reject <= 1.0:
+            raise ValueError(
+                f"Targets: ood_max_val_reject must lie in [0, 1], got {self.ood_max_val_reject}"
+            )
+
 
 def _log_probs(logits: np.ndarray, temperature: float, bias: np.ndarray | None = None):
     """Views x N x K logits -> N x K log of the view-averaged softmax(logits / T + bias)."""
@@ -390,6 +397,7 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
     _, not_skin, reasons = detector.check(val_features, val_pixels)
     _, caught, probe_reasons = detector.check(probe_features, probe_pixels)
     chosen = choice["chosen"]
+    cap_note = "" if choice["cap_met"] else "; none kept under that cap, so the fewest skin rejects"
     report = {
         "rule": (
             f"not skin if a flat frame (pixel std < {detector.min_pixel_std:g}), pixel noise "
@@ -399,14 +407,7 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
             f"score above their {chosen['colour_quantile']:.1%} quantile (of the pairs of "
             f"quantiles that rejected at most {targets.ood_max_val_reject:.1%} of "
             f"validation skin images, the one that caught the most probe images, then "
-            f"rejected the fewest skin images"
-            + (
-                ""
-                if choice["cap_met"]
-                else "; no pair kept under that cap, so the pair "
-                "that rejected the fewest skin images"
-            )
-            + ")"
+            f"rejected the fewest skin images{cap_note})"
         ),
         "threshold_choice": choice,
         "threshold": detector.threshold,
