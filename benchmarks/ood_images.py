@@ -55,6 +55,10 @@ def rejected(predictor: Predictor, images: dict[str, np.ndarray]) -> tuple[int, 
     return len(images) - len(missed), missed
 
 
+def rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def main(paths: list[str]) -> None:
     probes, others = probe_images(), held_out_images()
     print("| bundle | probes rejected | held-out rejected | missed | val FR | test FR |")
@@ -67,7 +71,6 @@ def main(paths: list[str]) -> None:
         ood = bundle.metrics.get("ood", {})
         val = ood.get("val_false_reject", {}).get("rejected")
         test = bundle.metrics.get("test", {}).get("ood", {}).get("rejected")
-        rate = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
         print(
             f"| {path} | {caught}/{len(probes)} | {caught_other}/{len(others)} | "
             f"{', '.join(missed + missed_other) or '-'} | {rate(val)} | {rate(test)} |"
