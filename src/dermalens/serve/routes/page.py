@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from dermalens.data.records import SEXES, SITES
-from dermalens.predict import DISCLAIMER
+from dermalens.predict import DISCLAIMER, NOT_SKIN_ADVICE
 from dermalens.serve.deps import PredictorDep, SettingsDep
 from dermalens.taxonomy import display_name
 
@@ -42,6 +42,7 @@ def index(predictor: PredictorDep, settings: SettingsDep) -> HTMLResponse:
         model_name=escape(bundle.name),
         version=escape(bundle.version),
         disclaimer=escape(DISCLAIMER),
+        not_skin_advice=escape(NOT_SKIN_ADVICE[0].upper() + NOT_SKIN_ADVICE[1:]),
         max_mb=f"{settings.max_upload_bytes / 1e6:.0f}",
         aspect=f"{pre.width} / {pre.height}",
         fit="fill" if pre.resize == "stretch" else "cover",

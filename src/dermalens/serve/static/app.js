@@ -87,7 +87,7 @@ function render(result) {
   const note = $("uncertain");
   note.hidden = !result.uncertain;
   note.textContent = result.not_skin
-    ? `This does not look like a dermoscopic skin image${result.not_skin_reason ? ` (${result.not_skin_reason})` : ""}; the classes below are unreliable. If this is a photo of a skin lesion, it gets no triage answer here, and a clinician must examine the lesion.`
+    ? `This does not look like a dermoscopic skin image${result.not_skin_reason ? ` (${result.not_skin_reason})` : ""}; the classes below are unreliable. ${note.dataset.notSkinAdvice}`
     : "Low confidence: the model is unsure about this image.";
   $("malignant-p").textContent = percent(result.triage.malignant_probability);
   $("triage-rule").textContent = result.triage.rule;
