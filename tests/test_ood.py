@@ -252,6 +252,42 @@ def test_threshold_pair_keeps_under_the_validation_reject_cap():
         choose_thresholds(val_f, val_c, probe_f, probe_c, pixel, *grid, max_val_reject=2)
 
 
+def test_validation_images_the_pixel_tests_reject_count_against_the_cap():
+    rng = np.random.default_rng(0)
+    val_f, val_c = rng.uniform(0, 1, 1000), rng.uniform(0, 1, 1000)
+    probe_f, probe_c, pixel = np.array([0.1]), np.array([0.1]), np.array([False])
+    grid = ((0.99, 0.999), (0.98, 0.995))
+    # 2.5% of the skin images fail a pixel test: no pair can keep under a 2% cap
+    val_pixel = np.zeros(1000, bool)
+    val_pixel[:25] = True
+    _, _, plain = choose_thresholds(
+        val_f, val_c, probe_f, probe_c, pixel, *grid, max_val_reject=0.02
+    )
+    assert plain["cap_met"]
+    _, _, flagged = choose_thresholds(
+        val_f, val_c, probe_f, probe_c, pixel, *grid, 0.02, val_pixel_caught=val_pixel
+    )
+    assert not flagged["cap_met"]
+    assert all(g["val_rejected"] >= 0.025 for g in flagged["grid"])
+    with pytest.raises(ValueError, match="1000 validation scores but 999 pixel flags"):
+        choose_thresholds(
+            val_f, val_c, probe_f, probe_c, pixel, *grid, val_pixel_caught=val_pixel[1:]
+        )
+
+
+def test_decide_on_precomputed_scores_matches_check(fitted):
+    _, detector = fitted
+    feats = np.random.default_rng(0).normal(size=(4, detector.bank.shape[1]))
+    pixels = np.tile(np.asarray([40.0, 0.9, 30.0] + [0.1] * (PIXEL_STATS - 3)), (len(feats), 1))
+    pixels[0, 0] = 0.0  # a flat frame
+    scores, flags, reasons = detector.check(feats, pixels)
+    again = detector.decide(scores, detector.colour_score(pixels), pixels)
+    assert flags.tolist() == again[0].tolist() and reasons == again[1]
+    assert reasons[0].startswith("flat frame")
+    with pytest.raises(ValueError, match="must describe the same images"):
+        detector.decide(scores[1:], None, pixels)
+
+
 def test_mismatched_colour_inputs_are_refused_with_the_reason(fitted):
     _, detector = fitted
     with pytest.raises(ValueError, match="OOD fit: 12 feature rows but 11 pixel rows"):

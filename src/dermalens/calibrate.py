@@ -384,18 +384,23 @@ def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, prog
     batch = np.stack([predictor.prepare(image) for image in probes.values()])
     _, fmap = predictor.forward(batch, tta=False)
     probe_features, probe_pixels = pooled(fmap), pixel_stats(batch, predictor.pre)
+    # each image is scored once; the thresholds are chosen on these scores, then applied
+    val_scores, val_colour = detector.score(val_features), detector.colour_score(val_pixels)
+    probe_scores = detector.score(probe_features)
+    probe_colour = detector.colour_score(probe_pixels)
     detector.threshold, detector.colour_threshold, choice = choose_thresholds(
-        detector.score(val_features),
-        detector.colour_score(val_pixels),
-        detector.score(probe_features),
-        detector.colour_score(probe_pixels),
+        val_scores,
+        val_colour,
+        probe_scores,
+        probe_colour,
         [bool(r) for r in detector.pixel_reasons(probe_pixels)],
         targets.ood_quantiles,
         targets.ood_colour_quantiles,
         targets.ood_max_val_reject,
+        val_pixel_caught=[bool(r) for r in detector.pixel_reasons(val_pixels)],
     )
-    _, not_skin, reasons = detector.check(val_features, val_pixels)
-    _, caught, probe_reasons = detector.check(probe_features, probe_pixels)
+    not_skin, reasons = detector.decide(val_scores, val_colour, val_pixels)
+    caught, probe_reasons = detector.decide(probe_scores, probe_colour, probe_pixels)
     chosen = choice["chosen"]
     cap_note = "" if choice["cap_met"] else "; none kept under that cap, so the fewest skin rejects"
     report = {

@@ -194,12 +194,29 @@ class OodDetector:
         """(scores, not-skin flags, reasons: "" when skin) for pooled features and pixel stats.
 
         The pixel tests come first, then the feature judge, then the colour judge."""
-        limit = self.threshold if threshold is None else threshold
         scores = self.score(features)
-        colour_scores = self.colour_score(pixels)
+        not_skin, reasons = self.decide(scores, self.colour_score(pixels), pixels, threshold)
+        return scores, not_skin, reasons
+
+    def decide(
+        self,
+        scores: np.ndarray,
+        colour_scores: np.ndarray | None,
+        pixels: np.ndarray,
+        threshold: float | None = None,
+    ) -> tuple[np.ndarray, list[str]]:
+        """(not-skin flags, reasons) from scores already computed by `score` and
+        `colour_score` (None without a colour fit) and the same images' pixel stats."""
+        limit = self.threshold if threshold is None else threshold
+        scores = np.asarray(scores)
         if colour_scores is None:
             colour_scores = np.zeros(len(scores), np.float32)
         reasons = self.pixel_reasons(pixels)
+        if not len(scores) == len(colour_scores) == len(reasons):
+            raise ValueError(
+                f"OOD decide: {len(scores)} scores, {len(colour_scores)} colour scores and "
+                f"{len(reasons)} pixel rows; they must describe the same images"
+            )
         for i, (score, colour_score) in enumerate(zip(scores, colour_scores)):
             if reasons[i]:
                 continue
@@ -210,7 +227,7 @@ class OodDetector:
                     f"colours unlike dermoscopic images (colour score {colour_score:.2f} > "
                     f"{self.colour_threshold:.2f})"
                 )
-        return scores, np.array([bool(r) for r in reasons]), reasons
+        return np.array([bool(r) for r in reasons], bool), reasons
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -349,6 +366,7 @@ def choose_thresholds(
     quantiles: tuple[float, ...],
     colour_quantiles: tuple[float, ...],
     max_val_reject: float = 1.0,
+    val_pixel_caught: np.ndarray | None = None,
 ) -> tuple[float, float, dict]:
     """Feature and colour thresholds from a grid of validation quantiles.
 
@@ -356,10 +374,21 @@ def choose_thresholds(
     eligible. Among them, the pair that rejects the most probe images (known non-skin)
     and then the fewest validation skin images wins (ties: the higher quantiles). If no
     pair keeps under the cap, the pair that rejects the fewest skin images is kept and the
-    report says the cap was not met. Returns (threshold, colour threshold, report)."""
+    report says the cap was not met. `val_pixel_caught` flags validation images the pixel
+    tests already reject; they count as rejected under every pair. Returns (threshold,
+    colour threshold, report)."""
     val_scores, val_colour = np.asarray(val_scores), np.asarray(val_colour)
     probe_scores, probe_colour = np.asarray(probe_scores), np.asarray(probe_colour)
     probe_pixel_caught = np.asarray(probe_pixel_caught, bool)
+    if val_pixel_caught is None:
+        val_pixel_caught = np.zeros(len(val_scores), bool)
+    val_pixel_caught = np.asarray(val_pixel_caught, bool)
+    if len(val_pixel_caught) != len(val_scores) or len(probe_pixel_caught) != len(probe_scores):
+        raise ValueError(
+            f"choose_thresholds: {len(val_scores)} validation scores but "
+            f"{len(val_pixel_caught)} pixel flags, {len(probe_scores)} probe scores but "
+            f"{len(probe_pixel_caught)} pixel flags"
+        )
     if not quantiles or not colour_quantiles:
         raise ValueError("choose_thresholds: empty quantile grid")
     if not 0.0 <= max_val_reject <= 1.0:
@@ -371,7 +400,7 @@ def choose_thresholds(
         for qc in colour_quantiles:
             limit, colour_limit = choose_threshold(val_scores, q), choose_threshold(val_colour, qc)
             caught = probe_pixel_caught | (probe_scores > limit) | (probe_colour > colour_limit)
-            rejected = (val_scores > limit) | (val_colour > colour_limit)
+            rejected = val_pixel_caught | (val_scores > limit) | (val_colour > colour_limit)
             grid.append(
                 {
                     "quantile": q,
