@@ -1,7 +1,7 @@
 """Accuracy benchmark of a model bundle on any dataset folder, as one table.
 
     python benchmarks/accuracy.py runs/x/bundle ../shared/data/ham10000 \
-        --split-file runs/x/split.csv --split test [--tta] [--no-metadata]
+        --split-file runs/x/split.csv --split test [--tta] [--no-metadata | --withhold FIELDS]
 
 Prints accuracy, balanced accuracy, macro F1, macro AUC, ECE, NLL and per-class recall;
 then, at the bundle's own thresholds, triage sensitivity / specificity, abstention
@@ -63,14 +63,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split-file", help="a run's split.csv (needed unless --split all)")
     p.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
     p.add_argument("--tta", action="store_true", help="average flips and a 180-degree turn")
-    p.add_argument(
+    hide = p.add_mutually_exclusive_group()
+    hide.add_argument(
         "--no-metadata",
         action="store_true",
         help="feed age, sex and site as missing (for a model trained with metadata)",
     )
+    hide.add_argument(
+        "--withhold",
+        default="",
+        metavar="FIELDS",
+        help="feed only these fields as missing, e.g. age or sex,site",
+    )
     p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
     p.add_argument("--out", type=Path, help="also write the full evaluation report here")
     args = p.parse_args(argv)
+    from dermalens.metadata import withheld_fields
+
+    try:
+        withhold = withheld_fields([f for f in args.withhold.split(",") if f])
+    except ValueError as exc:
+        p.error(str(exc))
     result = evaluate(
         args.model,
         args.data,
@@ -81,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=sys.stderr.isatty(),
         tta=args.tta,
         use_metadata=not args.no_metadata,
+        withhold=withhold,
     )
     from dermalens.bundle import load_bundle
 
@@ -89,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(name) for name, _ in table)
     print(
         f"model {result.metrics['model']}  data {args.data}  split {args.split}  "
-        f"tta {args.tta}  metadata {result.metrics['metadata']}"
+        f"tta {args.tta}  metadata {result.metrics['metadata']}  "
+        f"withheld {','.join(result.metrics['withheld']) or '-'}"
     )
     for name, value in table:
         print(f"{name:<{width}}  {fmt(value)}")

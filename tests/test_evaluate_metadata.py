@@ -50,6 +50,40 @@ def test_cli_flag(meta_bundle, tiny_ham, tmp_path, capsys):
     assert pd.read_json(out / "metrics.json", typ="series")["metadata"] is False
 
 
+def test_withholding_one_field_feeds_only_that_field_missing(meta_bundle, tiny_ham):
+    result = evaluate(meta_bundle, tiny_ham, backend="torch", progress=False, withhold=("age",))
+    assert result.metrics["withheld"] == ["age"] and result.metrics["metadata"] is True
+    cols = [c for c in result.predictions if c.startswith("p_") and c != "p_malignant"]
+    predictor = Predictor(load_bundle(meta_bundle), backend="torch", ood=False)
+    table = load_dataset(tiny_ham).table
+    for row, (_, pred) in zip(table.head(3).itertuples(), result.predictions.head(3).iterrows()):
+        known = {k: (None if pd.isna(v) else v) for k, v in (("sex", row.sex), ("site", row.site))}
+        probs = predictor.predict(row.path, **known).probabilities
+        assert np.allclose(probs, pred[cols].to_numpy(float), atol=1e-5)
+        assert not np.allclose(probs, predictor.predict(row.path).probabilities, atol=1e-4)
+    # withholding every field is the image-only evaluation
+    every = evaluate(
+        meta_bundle, tiny_ham, backend="torch", progress=False, withhold=("site", "sex", "age")
+    )
+    none = evaluate(meta_bundle, tiny_ham, backend="torch", progress=False, use_metadata=False)
+    assert every.metrics["withheld"] == ["age", "sex", "site"]
+    assert every.metrics["metadata"] is False
+    assert np.allclose(every.predictions[cols], none.predictions[cols])
+
+
+def test_unknown_withheld_field_is_refused_by_name(meta_bundle, tiny_ham, tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"unknown metadata field\(s\) \['agee'\]"):
+        evaluate(meta_bundle, tiny_ham, progress=False, withhold=("agee",))
+    args = ["evaluate", str(meta_bundle), str(tiny_ham), "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit):
+        main([*args, "--withhold", "sex,location"])
+    assert "unknown metadata field(s) ['location']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--withhold", "age", "--no-metadata"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_exact_duplicates_are_counted_once_unless_asked(tiny_bundle, tiny_ham, tmp_path):
     """Training drops all but one copy of byte-identical images; evaluation does the same."""
     import shutil

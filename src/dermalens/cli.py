@@ -99,6 +99,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         use_metadata=not args.no_metadata,
         keep_duplicates=args.keep_duplicates,
+        withhold=args.withhold,
     )
     print(summary(result.metrics))
     for name, row in result.metrics["per_class"].items():
@@ -134,6 +135,16 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
     return value
+
+
+def _fields(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated metadata field names (age, sex, site)."""
+    from dermalens.metadata import withheld_fields
+
+    try:
+        return withheld_fields(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -262,10 +273,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="report folder (default runs/eval/<data name>)")
     s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
     s.add_argument("--quiet", action="store_true")
-    s.add_argument(
+    hide = s.add_mutually_exclusive_group()
+    hide.add_argument(
         "--no-metadata",
         action="store_true",
         help="feed age, sex and site as missing (models trained with metadata)",
+    )
+    hide.add_argument(
+        "--withhold",
+        type=_fields,
+        default=(),
+        metavar="FIELDS",
+        help="feed only these fields as missing, e.g. age or sex,site",
     )
     s.add_argument(
         "--keep-duplicates",

@@ -69,12 +69,16 @@ def run_table(
     progress: bool = True,
     tta: bool | None = None,
     use_metadata: bool = True,
+    withhold: tuple[str, ...] = (),
 ) -> TableRun:
     """Run the model over every row's image and, if the model uses it, metadata.
 
     `use_metadata=False` feeds every field as missing: what the model does when a clinic
-    sends only the image."""
+    sends only the image. `withhold` feeds only the named fields (of `metadata.FIELDS`) as
+    missing."""
     from dermalens import metadata
+
+    hidden = metadata.FIELDS if not use_metadata else metadata.withheld_fields(withhold)
 
     n, views = len(table), 4 if (predictor.tta if tta is None else tta) else 1
     logits = np.full((views, n, len(predictor.bundle.classes)), np.nan, dtype=np.float32)
@@ -90,8 +94,10 @@ def run_table(
                 chunk.append(predictor.prepare(row.path))
                 index.append(i)
                 if use_meta:
-                    fields = (row.age, row.sex, row.site) if use_metadata else ()
-                    metas.append(metadata.encode(*fields))
+                    given = {"age": row.age, "sex": row.sex, "site": row.site}
+                    metas.append(
+                        metadata.encode(**{k: v for k, v in given.items() if k not in hidden})
+                    )
             except ImageError as exc:
                 problems.append(str(exc))
         if not chunk:
@@ -126,10 +132,15 @@ def evaluate_table(
     progress: bool = True,
     tta: bool = False,
     use_metadata: bool = True,
+    withhold: tuple[str, ...] = (),
 ) -> EvalResult:
     """Evaluate on a dataset table (columns as `data.records.COLUMNS`); `use_metadata=False`
-    hides the patient metadata from a model that takes it."""
+    hides the patient metadata from a model that takes it, `withhold` hides the named
+    fields only (as when a clinic leaves them empty)."""
+    from dermalens import metadata
     from dermalens.calibrate import decision_metrics
+
+    withhold = metadata.FIELDS if not use_metadata else metadata.withheld_fields(withhold)
 
     predictor = Predictor(bundle, backend, tta=tta)
     unknown = sorted(set(table["label"]) - set(bundle.classes))
@@ -138,7 +149,7 @@ def evaluate_table(
             f"labels {unknown} are not among the model's classes {bundle.classes}; "
             f"pass a class subset of the data the model knows"
         )
-    run = run_table(predictor, table, progress=progress, use_metadata=use_metadata)
+    run = run_table(predictor, table, progress=progress, withhold=withhold)
     probs, ok = predictor.calibrated(run.logits), run.ok
     answers = predictor.decide(np.nan_to_num(probs))
     labels = table["label"].map({c: i for i, c in enumerate(bundle.classes)}).to_numpy()
@@ -155,7 +166,8 @@ def evaluate_table(
     )
     metrics["ood"] = None if ood is None else ood_rates(ood[1], labels[ok], bundle.classes)
     metrics["tta"] = tta
-    metrics["metadata"] = bool(bundle.metadata_fields) and use_metadata
+    metrics["metadata"] = bool(bundle.metadata_fields) and len(withhold) < len(metadata.FIELDS)
+    metrics["withheld"] = list(withhold) if bundle.metadata_fields else []
     metrics["unreadable"] = run.problems
     metrics["model"] = bundle.version
     preds = pd.DataFrame(
@@ -231,12 +243,15 @@ def evaluate(
     tta: bool = False,
     use_metadata: bool = True,
     keep_duplicates: bool = False,
+    withhold: tuple[str, ...] = (),
 ) -> EvalResult:
     """Evaluate bundle `model` on dataset folder `data` (all of it, or one part of a split).
 
     Exact duplicate images are counted once (as training does), unless `keep_duplicates`."""
+    from dermalens import metadata
     from dermalens.data.check import drop_duplicate_extras
 
+    withhold = metadata.withheld_fields(withhold)  # an unknown name fails before any work
     bundle = load_bundle(model)
     dataset = load_dataset(data)
     table = dataset.table
@@ -259,4 +274,5 @@ def evaluate(
         progress,
         tta,
         use_metadata,
+        withhold,
     )

@@ -36,6 +36,18 @@ def encode(age: float | None = None, sex: str | None = None, site: str | None = 
     return vec
 
 
+def withheld_fields(names: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Field names to feed as missing, checked: "age,site" or ["age", "site"] -> ("age",
+    "site") in `FIELDS` order; an unknown name raises ValueError naming it."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",")]
+    names = [n.strip() for n in names]
+    unknown = [n for n in names if n not in FIELDS]
+    if unknown:
+        raise ValueError(f"unknown metadata field(s) {unknown}: choose from {list(FIELDS)}")
+    return tuple(f for f in FIELDS if f in names)
+
+
 def validate(age: float | None, sex: str | None, site: str | None) -> None:
     """Raise ValueError naming the field when a given value is out of range or unknown."""
     if age is not None and not 0 <= age <= 120:
