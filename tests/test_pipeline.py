@@ -116,3 +116,37 @@ def test_existing_run_is_not_overwritten(run_dir, tiny_ham, capsys):
     assert code == 2
     assert "already holds a run: use resume= or a new name=" in capsys.readouterr().err
     assert (run_dir / "last.pt").read_bytes() == before
+
+
+def test_the_end_of_a_run_loads_no_code_that_was_not_loaded_at_its_start(tiny_ham, tmp_path):
+    """A run imports what its finish needs when it starts: a checkout edited during a long run
+    cannot leave the finish with a mix of old and new modules."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from dermalens import train as t
+late = []
+finish = t.Run.finish
+def watched(self, history):
+    before = set(sys.modules)
+    try:
+        return finish(self, history)
+    finally:
+        late.extend(m for m in set(sys.modules) - before if m.startswith("dermalens"))
+t.Run.finish = watched
+from dermalens.config import make_config
+cfg = make_config(overrides=[
+    "data={tiny_ham}", "out={tmp_path}", "name=late", "epochs=1", "batch_size=8",
+    "height=64", "width=80", "workers=0", "progress=False", "pretrained=none",
+])
+t.train(cfg)
+print("LATE", sorted(late))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "LATE []" in done.stdout, done.stdout[-2000:]
+    assert (tmp_path / "late" / "bundle" / "bundle.json").is_file()
