@@ -40,7 +40,7 @@ def withheld_fields(names: str | list[str] | tuple[str, ...]) -> tuple[str, ...]
     """Field names to feed as missing, checked: "age,site" or ["age", "site"] -> ("age",
     "site") in `FIELDS` order; an unknown name raises ValueError naming it."""
     if isinstance(names, str):
-        names = [n for n in names.split(",")]
+        names = names.split(",")
     names = [n.strip() for n in names]
     unknown = [n for n in names if n not in FIELDS]
     if unknown:
