@@ -68,17 +68,15 @@ def run_table(
     batch_size: int = 32,
     progress: bool = True,
     tta: bool | None = None,
-    use_metadata: bool = True,
     withhold: tuple[str, ...] = (),
 ) -> TableRun:
     """Run the model over every row's image and, if the model uses it, metadata.
 
-    `use_metadata=False` feeds every field as missing: what the model does when a clinic
-    sends only the image. `withhold` feeds only the named fields (of `metadata.FIELDS`) as
-    missing."""
+    `withhold` feeds the named fields (of `metadata.FIELDS`) as missing; all of them is
+    what the model does when a clinic sends only the image."""
     from dermalens import metadata
 
-    hidden = metadata.FIELDS if not use_metadata else metadata.withheld_fields(withhold)
+    hidden = metadata.withheld_fields(withhold)
 
     n, views = len(table), 4 if (predictor.tta if tta is None else tta) else 1
     logits = np.full((views, n, len(predictor.bundle.classes)), np.nan, dtype=np.float32)
