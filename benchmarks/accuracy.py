@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dermalens.evaluate import evaluate
+from dermalens.evaluation.evaluate import evaluate
 
 
 def fmt(value: object) -> str:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
     p.add_argument("--out", type=Path, help="also write the full evaluation report here")
     args = p.parse_args(argv)
-    from dermalens.metadata import withheld_fields
+    from dermalens.patient import withheld_fields
 
     try:
         withhold = withheld_fields([f for f in args.withhold.split(",") if f])

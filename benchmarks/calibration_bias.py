@@ -21,12 +21,13 @@ from scipy.special import softmax
 from sklearn.metrics import balanced_accuracy_score
 
 from dermalens.bundle import load_bundle
-from dermalens.calibrate import fit_temperature, fit_temperature_and_bias
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import load_split
-from dermalens.evaluate import run_table
-from dermalens.metrics import classification_metrics
-from dermalens.predict import Calibration, Predictor
+from dermalens.evaluation.calibrate import fit_temperature, fit_temperature_and_bias
+from dermalens.evaluation.evaluate import run_table
+from dermalens.evaluation.metrics import classification_metrics
+from dermalens.runtime.calibration import Calibration
+from dermalens.runtime.predictor import Predictor
 
 
 def main() -> None:

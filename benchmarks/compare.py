@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dermalens.metrics import PAIRED_KEYS, paired_bootstrap
+from dermalens.evaluation.metrics import PAIRED_KEYS, paired_bootstrap
 
 
 def read_predictions(path: Path) -> pd.DataFrame:

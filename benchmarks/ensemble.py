@@ -19,9 +19,9 @@ import sys
 import numpy as np
 
 from dermalens.bundle import load_bundle
-from dermalens.evaluate import evaluate
-from dermalens.metrics import classification_metrics
-from dermalens.predict import Calibration
+from dermalens.evaluation.evaluate import evaluate
+from dermalens.evaluation.metrics import classification_metrics
+from dermalens.runtime.calibration import Calibration
 
 KEYS = ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "ece", "nll")
 

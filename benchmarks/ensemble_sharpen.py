@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
-from dermalens.metrics import expected_calibration_error
+from dermalens.evaluation.metrics import expected_calibration_error
 
 
 def load(folder: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dermalens.batch import predict_folder
 from dermalens.bundle import load_bundle
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import load_split
-from dermalens.engine import OnnxEngine
-from dermalens.predict import Predictor
 from dermalens.preprocess import to_input
+from dermalens.runtime.engines import OnnxEngine
+from dermalens.runtime.folder import predict_folder
+from dermalens.runtime.predictor import Predictor
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,9 +31,9 @@ from torch import nn
 from dermalens.bundle import load_bundle
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import load_split
-from dermalens.engine import TorchEngine
-from dermalens.predict import Calibration
 from dermalens.preprocess import to_input
+from dermalens.runtime.calibration import Calibration
+from dermalens.runtime.engines import TorchEngine
 
 CONFIGS = {  # name: (quantise weights, quantise activations, name prefixes kept in float)
     "weights": (True, False, ()),

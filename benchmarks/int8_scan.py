@@ -20,10 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from lowprec import Int8Config, batches, calibrate, prepare_for_int8, quantize_int8
+
 from dermalens.bundle import ONNX, load_bundle
-from dermalens.engine import OnnxEngine
-from dermalens.quantize import Int8Config, batches, calibrate, prepare_for_int8, quantize_int8
-from dermalens.variants import MAX_PROB_DIFF, TOP1_MIN, agreement
+from dermalens.export.variants import agreement
+from dermalens.runtime.engines import OnnxEngine
+from dermalens.runtime.selection import MAX_PROB_DIFF, TOP1_MIN
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ import sys
 import numpy as np
 
 from dermalens.bundle import load_bundle
-from dermalens.ood import probe_images
-from dermalens.predict import Predictor
+from dermalens.evaluation.ood_fit import probe_images
+from dermalens.runtime.predictor import Predictor
 
 # scikit-image sample images that ship with the package (no download) and are not probes;
 # `data.cat` is left out: it is the same picture as the probe `chelsea`

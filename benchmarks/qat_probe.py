@@ -37,14 +37,14 @@ from int8_error_sources import (  # noqa: E402
     round_folded,
 )
 
-from dermalens.augment import Augment  # noqa: E402
 from dermalens.bundle import load_bundle  # noqa: E402
 from dermalens.data.loaders import load_dataset  # noqa: E402
 from dermalens.data.splits import load_split  # noqa: E402
-from dermalens.engine import TorchEngine  # noqa: E402
 from dermalens.imageio import load_image  # noqa: E402
-from dermalens.predict import Calibration  # noqa: E402
 from dermalens.preprocess import to_input  # noqa: E402
+from dermalens.runtime.calibration import Calibration  # noqa: E402
+from dermalens.runtime.engines import TorchEngine  # noqa: E402
+from dermalens.training.augment import Augment  # noqa: E402
 
 
 class FoldedInt8(nn.Module):

@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from lowprec import Int8Config, batches
 
-from dermalens.bundle import ONNX, Bundle, load_bundle, now
-from dermalens.fast import SplitEngine, cores
-from dermalens.predict import Calibration
-from dermalens.quantize import Int8Config, batches
-from dermalens.variants import FILES, MAX_PROB_DIFF, TOP1_MIN, machine
+from dermalens.bundle import ONNX, Bundle, load_bundle
+from dermalens.export.variants import machine
+from dermalens.files import now
+from dermalens.runtime.calibration import Calibration
+from dermalens.runtime.engines import SplitEngine, cores
+from dermalens.runtime.selection import FILES, MAX_PROB_DIFF, TOP1_MIN
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +54,9 @@ class Variant:
 
 
 def make_engine(bundle: Bundle, v: Variant):
-    from dermalens.engine import OnnxEngine, TorchBf16Engine, TorchEngine
+    from lowprec import TorchBf16Engine
+
+    from dermalens.runtime.engines import OnnxEngine, TorchEngine
 
     if v.kind == "torch":
         return TorchEngine(bundle)
@@ -74,7 +78,7 @@ def held_out(data: str, split_file: Path, split: str):
 
 
 def build_int8(bundle: Bundle, configs: dict[str, Int8Config], calib: list, tmp: Path) -> list:
-    from dermalens.quantize import calibrate, prepare_for_int8, quantize_int8
+    from lowprec import calibrate, prepare_for_int8, quantize_int8
 
     pre = bundle.preprocessing
     prepared = prepare_for_int8(bundle.file(ONNX), tmp / "prep.onnx", pre.height, pre.width)
@@ -114,7 +118,7 @@ def predict_latency(
     bundle: Bundle, engine, files: list[Path], explain: bool, n: int, tta: bool = False
 ) -> float:
     """Median ms of `Predictor.predict(jpeg)`, decoding, preprocessing and OOD included."""
-    from dermalens.predict import Predictor
+    from dermalens.runtime.predictor import Predictor
 
     predictor = Predictor(bundle, backend="onnx" if bundle.has(ONNX) else "auto", tta=tta)
     predictor.engine = engine
@@ -133,7 +137,7 @@ def flops_per_image(path: Path, height: int, width: int) -> float:
     import onnx
     from onnx import shape_inference
 
-    from dermalens.fast import freeze_pads
+    from dermalens.export.graph import freeze_pads
 
     with tempfile.TemporaryDirectory() as tmp:
         freeze_pads(path, Path(tmp) / "f.onnx", height, width)
@@ -191,7 +195,7 @@ def probe(kind: str, path: str, model: str) -> None:
 
 
 def collect_variants(bundle: Bundle, args, calib: list, tmp: Path) -> list[Variant]:
-    from dermalens.fast import optimise_onnx
+    from dermalens.export.graph import optimise_onnx
 
     pre = bundle.preprocessing
     opt = bundle.file(FILES["fp32"])
@@ -359,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
 def folder_throughput(bundle: Bundle, variants: list[Variant], files: list[Path]) -> list[dict]:
     """`predict_folder` over the held-out files, from disk, with the fastest ONNX variant
     that meets the thresholds, on one session and split over the cores."""
-    from dermalens.batch import predict_folder
-    from dermalens.engine import OnnxEngine
-    from dermalens.predict import Predictor
+    from dermalens.runtime.engines import OnnxEngine
+    from dermalens.runtime.folder import predict_folder
+    from dermalens.runtime.predictor import Predictor
 
     ok = [v for v in variants if v.results["meets_threshold"] and v.kind in ("ort", "split")]
     best = max(ok, key=lambda v: v.results["batch32"]["images_per_s"])

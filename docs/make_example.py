@@ -15,9 +15,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from dermalens.bundle import default_model_path  # noqa: E402
-from dermalens.explain import overlay  # noqa: E402
 from dermalens.imageio import load_image  # noqa: E402
-from dermalens.predict import Predictor  # noqa: E402
+from dermalens.runtime.explain import overlay  # noqa: E402
+from dermalens.runtime.predictor import Predictor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

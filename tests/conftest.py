@@ -33,10 +33,11 @@ def make_tiny_bundle(
     import torch
 
     from dermalens.config import make_config
-    from dermalens.export import bundle_from_model, export_onnx
-    from dermalens.models import build_model
+    from dermalens.export.to_onnx import export_onnx
+    from dermalens.networks import build_model
     from dermalens.preprocess import Preprocessing
     from dermalens.taxonomy import HAM10000_CLASSES
+    from dermalens.training.package import bundle_from_model
 
     torch.manual_seed(seed)
     cfg = make_config(

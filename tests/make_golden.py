@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from dermalens.bundle import default_model_path, load_bundle
-from dermalens.predict import Predictor
+from dermalens.runtime.predictor import Predictor
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "fixtures" / "golden_default.json"

@@ -10,21 +10,24 @@ from PIL import Image
 
 from conftest import make_tiny_bundle
 from dermalens.bundle import load_bundle
-from dermalens.calibrate import (
+from dermalens.evaluation.calibrate import (
     Targets,
-    balanced_sample,
     calibrate_bundle,
-    choose_triage_threshold,
-    choose_uncertain_threshold,
-    decision_metrics,
     fit_temperature,
     fit_temperature_and_bias,
     nll,
+)
+from dermalens.evaluation.evaluate import evaluate
+from dermalens.evaluation.metrics import expected_calibration_error
+from dermalens.evaluation.ood_fit import balanced_sample
+from dermalens.evaluation.thresholds import (
+    choose_triage_threshold,
+    choose_uncertain_threshold,
+    decision_metrics,
     risk_coverage,
 )
-from dermalens.evaluate import evaluate
-from dermalens.metrics import expected_calibration_error
-from dermalens.predict import Predictor, softmax, tta_views
+from dermalens.runtime.calibration import softmax, tta_views
+from dermalens.runtime.predictor import Predictor
 
 
 def sample_labels(logits: np.ndarray, seed: int = 0) -> np.ndarray:

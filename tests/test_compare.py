@@ -10,7 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermalens.metrics import PAIRED_KEYS, _headline, classification_metrics, paired_bootstrap
+from dermalens.evaluation.metrics import (
+    PAIRED_KEYS,
+    _headline,
+    classification_metrics,
+    paired_bootstrap,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]

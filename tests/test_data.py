@@ -14,14 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermalens.data.check import (
-    CheckReport,
-    check_dataset,
-    check_main,
-    clusters,
-    near_pairs,
-    quick_problems,
-)
+from dermalens.data.check import CheckReport, check_dataset, check_main, quick_problems
+from dermalens.data.dedupe import clusters, near_pairs
 from dermalens.data.folders import load_folders
 from dermalens.data.isic2019 import GROUND_TRUTH, METADATA, load_isic2019
 from dermalens.data.loaders import load_dataset

@@ -8,7 +8,7 @@ import pytest
 from conftest import FIXTURES
 from dermalens.bundle import default_model_path, load_bundle
 from dermalens.cli import main
-from dermalens.predict import Predictor
+from dermalens.runtime.predictor import Predictor
 
 GOLDEN = json.loads((FIXTURES / "golden_default.json").read_text())
 
@@ -85,7 +85,7 @@ def test_folder_prediction_runs_the_same_ood_check_as_predict(bundle, fixture_im
     """Folder decoders compute the pixel statistics themselves; the answers must not move."""
     from PIL import Image
 
-    from dermalens.batch import predict_folder
+    from dermalens.runtime.folder import predict_folder
 
     rng = np.random.default_rng(1)
     Image.new("RGB", (200, 150), (90, 60, 50)).save(tmp_path / "blank.png")

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_bundle
-from dermalens.batch import predict_folder
 from dermalens.bundle import BundleError, load_bundle
-from dermalens.calibrate import calibrate_bundle
 from dermalens.cli import main
-from dermalens.engine import make_engine
-from dermalens.ensemble import build_ensemble
-from dermalens.export import export_onnx
-from dermalens.predict import Predictor
+from dermalens.evaluation.calibrate import calibrate_bundle
+from dermalens.export.to_onnx import export_onnx
+from dermalens.runtime.ensemble import build_ensemble
+from dermalens.runtime.folder import predict_folder
+from dermalens.runtime.predictor import Predictor
+from dermalens.runtime.selection import make_engine
 from test_calibrate import write_split
 
 
@@ -163,7 +163,7 @@ def test_the_service_serves_an_ensemble(ensemble, fixture_images, tmp_path):
     from fastapi.testclient import TestClient
 
     from dermalens.serve.app import create_app
-    from dermalens.serve.config import Settings
+    from dermalens.serve.settings import Settings
 
     settings = Settings(model=ensemble.path, data_dir=tmp_path / "serve")
     with TestClient(create_app(settings)) as client:

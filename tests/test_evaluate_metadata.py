@@ -8,8 +8,8 @@ from conftest import make_tiny_bundle
 from dermalens.bundle import load_bundle
 from dermalens.cli import main
 from dermalens.data.loaders import load_dataset
-from dermalens.evaluate import evaluate
-from dermalens.predict import Predictor
+from dermalens.evaluation.evaluate import evaluate
+from dermalens.runtime.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def meta_bundle(tmp_path_factory):
     state = torch.load(path / "model.pt", weights_only=True)
     state["head.weight"][:, -32:] *= 50
     torch.save(state, path / "model.pt")
-    from dermalens.bundle import sha256
+    from dermalens.files import sha256
 
     bundle = load_bundle(path, verify=False)
     bundle.info["weights_sha256"] = sha256(path / "model.pt")

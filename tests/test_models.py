@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from dermalens import patient
 from dermalens.bundle import BundleError, load_bundle
-from dermalens.engine import make_engine
 from dermalens.errors import WeightsError
-from dermalens.models import build_model
-from dermalens.predict import Predictor
+from dermalens.networks import build_model
+from dermalens.runtime.predictor import Predictor
+from dermalens.runtime.selection import make_engine
 
 
 def test_offline_imagenet_weights_see_a_cat():
@@ -18,7 +19,7 @@ def test_offline_imagenet_weights_see_a_cat():
     import timm
     from PIL import Image
 
-    from dermalens.models import _load_offline
+    from dermalens.networks import _load_offline
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     backbone = timm.create_model(
@@ -54,9 +55,8 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 def test_metadata_fusion_accepts_missing_fields():
     model, _ = build_model("plain_cnn", 4, use_metadata=True)
-    from dermalens import metadata
 
-    meta = torch.from_numpy(np.stack([metadata.encode(50, "male", "back"), metadata.encode()]))
+    meta = torch.from_numpy(np.stack([patient.encode(50, "male", "back"), patient.encode()]))
     x = torch.zeros(2, 3, 32, 40)
     assert model(x, meta).shape == (2, 4)
     assert model(x).shape == (2, 4)  # every field missing

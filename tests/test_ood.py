@@ -8,23 +8,20 @@ import pytest
 
 from dermalens.bundle import BundleError, load_bundle
 from dermalens.data.loaders import load_dataset
-from dermalens.ood import (
+from dermalens.evaluation.ood_fit import choose_threshold, choose_thresholds, fit_ood, save_ood
+from dermalens.preprocess import Preprocessing, to_input
+from dermalens.runtime.ood import (
     COLOUR_DIMS,
     MIN_COLOUR,
     OOD_FILE,
     PIXEL_STATS,
     OodDetector,
-    choose_threshold,
-    choose_thresholds,
     colour_descriptor,
-    fit_ood,
     load_ood,
     pixel_stats,
     pooled,
-    save_ood,
 )
-from dermalens.predict import Predictor
-from dermalens.preprocess import Preprocessing, to_input
+from dermalens.runtime.predictor import Predictor
 
 skdata = pytest.importorskip("skimage.data")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "page")
@@ -313,7 +310,7 @@ def test_scoring_from_parallel_threads_restores_the_blas_threads():
 
     from threadpoolctl import threadpool_info
 
-    from dermalens.ood import _knn_distance, _unit
+    from dermalens.runtime.ood import _knn_distance, _unit
 
     rng = np.random.default_rng(0)
     bank = _unit(rng.random((300, 64), dtype=np.float32))

@@ -12,7 +12,7 @@ from dermalens.cli import main
 from dermalens.config import make_config
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import check_no_leak, load_split
-from dermalens.predict import Predictor
+from dermalens.runtime.predictor import Predictor
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_resume_continues_the_run(run_dir, capsys):
 
 
 def test_resume_extends_patience_but_keeps_other_settings(run_dir):
-    from dermalens.train import Run
+    from dermalens.training.train import Run
 
     run = Run(make_config(resume=str(run_dir), epochs=5, patience=9, lr=0.5, progress=False))
     assert (run.cfg.epochs, run.cfg.patience) == (5, 9)
@@ -126,7 +126,7 @@ def test_the_end_of_a_run_loads_no_code_that_was_not_loaded_at_its_start(tiny_ha
 
     script = f"""
 import sys
-from dermalens import train as t
+from dermalens.training import train as t
 late = []
 finish = t.Run.finish
 def watched(self, history):

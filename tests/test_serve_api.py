@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from dermalens.data.records import SITES
-from dermalens.predict import DISCLAIMER, Predictor
+from dermalens.runtime.predictor import DISCLAIMER, Predictor
 from dermalens.serve.app import create_app
-from dermalens.serve.config import Settings
+from dermalens.serve.settings import Settings
 from dermalens.taxonomy import HAM10000_CLASSES
 
 TOKEN = "test-token-123"

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dermalens.data.records import SITES
-from dermalens.predict import DISCLAIMER
+from dermalens.runtime.predictor import DISCLAIMER
 from dermalens.serve import run
 from dermalens.serve.app import ModelMissing, create_app
-from dermalens.serve.config import Settings, make_settings
+from dermalens.serve.settings import Settings, make_settings
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from dermalens.predict import Predictor
+from dermalens.runtime.predictor import Predictor
 from dermalens.serve.app import create_app
-from dermalens.serve.config import Settings
+from dermalens.serve.settings import Settings
 
 pytestmark = pytest.mark.browser
 

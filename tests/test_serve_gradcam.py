@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from conftest import make_tiny_bundle
-from dermalens.engine import OnnxEngine, TorchEngine
-from dermalens.explain import cam
-from dermalens.predict import Predictor
+from dermalens.runtime.engines import OnnxEngine, TorchEngine
+from dermalens.runtime.explain import cam
+from dermalens.runtime.predictor import Predictor
 
 
 @pytest.fixture(scope="module", params=["image-only", "with-metadata"])

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     from fastapi.testclient import TestClient
 
     from dermalens.serve.app import create_app
-    from dermalens.serve.config import Settings
+    from dermalens.serve.settings import Settings
 
     bundle, data_dir, image = sys.argv[1:4]
     app = create_app(Settings(model=bundle, data_dir=data_dir))

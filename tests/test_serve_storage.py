@@ -18,9 +18,9 @@ from PIL import ExifTags, Image
 from sqlalchemy import inspect, text
 
 from dermalens.serve.app import create_app
-from dermalens.serve.config import Settings
-from dermalens.serve.db import make_engine, migrate
-from dermalens.serve.models import Base
+from dermalens.serve.db import open_database, migrate
+from dermalens.serve.settings import Settings
+from dermalens.serve.tables import Base
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -167,7 +167,7 @@ def test_export_is_disabled_without_a_configured_token(tmp_path, tiny_bundle):
 
 
 def test_migrations_match_the_models_and_sqlite_uses_wal(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}")
+    engine = open_database(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}")
     migrate(engine)
     migrate(engine)  # idempotent: a restart runs it again
     with engine.connect() as connection:
@@ -212,6 +212,6 @@ def test_consented_image_is_kept_without_exif_under_a_random_name(
     assert saved.size == upright.size  # turned upright, full size
     assert not saved.getexif() and "exif" not in saved.info
     assert (files[0].stat().st_mode & 0o777) == 0o600
-    with make_engine(settings.db_url).connect() as connection:
+    with open_database(settings.db_url).connect() as connection:
         names = connection.execute(text("SELECT image_file FROM predictions")).scalars().all()
     assert sorted(names, key=str) == sorted([None, files[0].name], key=str)

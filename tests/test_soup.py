@@ -6,8 +6,8 @@ import torch
 from conftest import train_tiny
 from dermalens.bundle import load_bundle
 from dermalens.cli import main
-from dermalens.predict import Predictor
-from dermalens.soup import average_weights, list_snapshots
+from dermalens.runtime.predictor import Predictor
+from dermalens.training.soup import average_weights, list_snapshots
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ from PIL import Image
 
 from dermalens.cli import main
 from dermalens.config import ConfigError, make_config
-from dermalens.fast import normalise_into
-from dermalens.mixing import mix_batch
 from dermalens.preprocess import Preprocessing, normalise, shades_of_gray, to_input
+from dermalens.runtime.folder import normalise_into
+from dermalens.training.mixing import mix_batch
 
 SOG = Preprocessing(color_constancy="shades_of_gray")
 
@@ -85,7 +85,7 @@ def test_training_with_cutmix_and_colour_constancy_stores_the_preprocessing(
     tiny_ham, tmp_path, fixture_images, capsys
 ):
     from dermalens.bundle import load_bundle
-    from dermalens.predict import Predictor
+    from dermalens.runtime.predictor import Predictor
 
     args = ["train", f"data={tiny_ham}", f"out={tmp_path}", "name=sog", "epochs=1"]
     args += ["batch_size=8", "height=64", "width=80", "workers=0", "progress=False"]

@@ -12,16 +12,16 @@ import shutil
 
 import numpy as np
 import pytest
+from lowprec import Int8Config
 
 from conftest import DEFAULT_MODEL, make_tiny_ham
 from dermalens.bundle import ONNX, BundleError, load_bundle
-from dermalens.engine import OnnxEngine, make_engine
-from dermalens.quantize import Int8Config
-from dermalens.variants import (
+from dermalens.export.variants import agreement, export_variant
+from dermalens.runtime.engines import OnnxEngine
+from dermalens.runtime.selection import (
     FILES,
     accepted_variants,
-    agreement,
-    export_variant,
+    make_engine,
     select_variant,
     variant_engine,
 )
@@ -144,7 +144,7 @@ def test_frozen_pads_keep_the_numbers(tmp_path):
     import torch
     from timm.layers import Conv2dSame
 
-    from dermalens.fast import freeze_pads, optimise_onnx
+    from dermalens.export.graph import freeze_pads, optimise_onnx
 
     net = torch.nn.Sequential(Conv2dSame(3, 4, 3, stride=2), Conv2dSame(4, 4, 3, stride=2))
     src = tmp_path / "same.onnx"
@@ -172,9 +172,9 @@ def test_frozen_pads_keep_the_numbers(tmp_path):
 
 
 def test_lean_input_path_is_bit_identical(tiny_bundle, fixture_images):
-    from dermalens.fast import normalise_into
     from dermalens.imageio import load_image
     from dermalens.preprocess import resize, to_input
+    from dermalens.runtime.folder import normalise_into
 
     pre = load_bundle(tiny_bundle).preprocessing
     out = np.empty((3, pre.height, pre.width), np.float32)
@@ -185,7 +185,8 @@ def test_lean_input_path_is_bit_identical(tiny_bundle, fixture_images):
 
 
 def test_normalise_fast_is_bit_identical(fixture_images):
-    from dermalens.fast import normalise_fast
+    from lowprec import normalise_fast
+
     from dermalens.imageio import load_image
     from dermalens.preprocess import Preprocessing, normalise
 
@@ -198,8 +199,8 @@ def test_normalise_fast_is_bit_identical(fixture_images):
 
 
 def test_predict_folder_streams_in_order(tiny_bundle, fixture_images, tmp_path):
-    from dermalens.batch import predict_folder
-    from dermalens.predict import Predictor
+    from dermalens.runtime.folder import predict_folder
+    from dermalens.runtime.predictor import Predictor
 
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")
@@ -216,8 +217,8 @@ def test_predict_folder_streams_in_order(tiny_bundle, fixture_images, tmp_path):
 
 
 def test_predict_folder_stops_early_without_hanging(tiny_bundle, fixture_images):
-    from dermalens.batch import predict_folder
-    from dermalens.predict import Predictor
+    from dermalens.runtime.folder import predict_folder
+    from dermalens.runtime.predictor import Predictor
 
     stream = predict_folder(
         Predictor(tiny_bundle), fixture_images * 4, batch_size=2, progress=False
@@ -235,7 +236,7 @@ def test_plain_model_is_untouched_by_variants(variant_bundle):
 def test_export_variants_on_a_split(tiny_bundle, calib_images, tmp_path):
     from dermalens.data.loaders import load_dataset
     from dermalens.data.splits import grouped_split, save_split
-    from dermalens.variants import export_variants
+    from dermalens.export.variants import export_variants
 
     data = calib_images[0].parents[1]
     split = grouped_split(load_dataset(data), (0.5, 0.1, 0.4))

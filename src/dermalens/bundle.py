@@ -8,24 +8,27 @@ Nothing downstream hard-codes a class list or a normalisation constant.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dermalens import __version__
+from dermalens.files import atomic_write_text, sha256
 from dermalens.preprocess import Preprocessing
 from dermalens.taxonomy import display_name, is_malignant
 
 FORMAT_VERSION = 1
+
+
 DESCRIPTION = "bundle.json"
+
+
 WEIGHTS = "model.pt"
+
+
 ONNX = "model.onnx"
 
 
@@ -36,14 +39,6 @@ def default_model_path() -> Path:
 
 class BundleError(ValueError):
     """A bundle that cannot be used; the message says what is wrong."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -134,17 +129,6 @@ class Bundle:
         atomic_write_text(self.file(DESCRIPTION), json.dumps(self.description(), indent=2))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    # mkstemp makes the file owner-only; keep the old file's mode (a new file: rw-r--r--)
-    # so that a bundle written by one user can still be served by another.
-    os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-    os.replace(tmp, path)
-
-
 def parse(data: dict[str, Any], path: Path) -> Bundle:
     where = path / DESCRIPTION
     version = data.get("format_version")
@@ -214,8 +198,6 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         raise BundleError(f"{where}: not valid JSON ({exc})") from exc
     bundle = parse(data, path)
     if bundle.is_ensemble:
-        from dermalens.ensemble import load_ensemble_members
-
         if verify:
             load_ensemble_members(bundle)
         return bundle
@@ -235,18 +217,45 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     return bundle
 
 
-def replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished staging folder into place; the old target survives any failure."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    backup = target.with_name(f".{target.name}.old")
-    if backup.exists():
-        shutil.rmtree(backup)
-    if target.exists():
-        os.replace(target, backup)
-    os.replace(staging, target)
-    if backup.exists():
-        shutil.rmtree(backup)
+def check_compatible(members: list[Bundle]) -> None:
+    """Raise BundleError unless `members` can be averaged: at least two, the same classes,
+    preprocessing and metadata fields, none itself an ensemble."""
+    if len(members) < 2:
+        raise BundleError(f"an ensemble needs at least 2 member bundles, got {len(members)}")
+    first = members[0]
+    for m in members[1:]:
+        if m.classes != first.classes:
+            raise BundleError(
+                f"{m.path}: classes {m.classes} differ from {first.path}'s {first.classes}"
+            )
+        if m.preprocessing.to_dict() != first.preprocessing.to_dict():
+            raise BundleError(
+                f"{m.path}: preprocessing {m.preprocessing.to_dict()} differs from "
+                f"{first.path}'s {first.preprocessing.to_dict()}; members share one input"
+            )
+        if m.metadata_fields != first.metadata_fields:
+            raise BundleError(
+                f"{m.path}: metadata fields {m.metadata_fields} differ from "
+                f"{first.path}'s {first.metadata_fields}"
+            )
+        if m.info.get("members"):
+            raise BundleError(f"{m.path}: is itself an ensemble; give its members instead")
 
 
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def load_ensemble_members(bundle: Bundle, verify: bool = True) -> list[Bundle]:
+    """The member bundles of an ensemble bundle, loaded (and hash-checked with `verify`)."""
+    paths = bundle.info.get("members") or []
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BundleError(f"{bundle.path}: 'members' must be a list of folder names")
+    members = []
+    for rel in paths:
+        folder = (bundle.path / rel).resolve()
+        if bundle.path.resolve() not in folder.parents:
+            raise BundleError(f"{bundle.path}: member {rel!r} lies outside the bundle")
+        if not folder.is_dir():
+            raise BundleError(f"{bundle.path}: member {rel!r} is missing")
+        members.append(load_bundle(folder, verify))
+    check_compatible(members)
+    if members[0].classes != bundle.classes:
+        raise BundleError(f"{bundle.path}: its classes differ from its members'")
+    return members

@@ -12,12 +12,17 @@ class WeightsError(RuntimeError):
     """Pretrained weights were asked for and cannot be had."""
 
 
+class VariantRejected(ValueError):
+    """A precision variant missed its agreement bar; its numbers are recorded in the bundle."""
+
+
 USER_ERRORS = (
     BundleError,
     ConfigError,
     DataError,
     ImageError,
     WeightsError,
+    VariantRejected,
     FileNotFoundError,
     FloatingPointError,
 )

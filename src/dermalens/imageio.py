@@ -14,9 +14,13 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half an image
+
+
 Image.MAX_IMAGE_PIXELS = None  # we check the pixel count ourselves, before decoding
 
+
 MAX_PIXELS = 40_000_000  # about 40 megapixels; larger inputs are rejected before decoding
+
 
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
@@ -104,3 +108,20 @@ def load_image(
     except (OSError, SyntaxError) as exc:
         raise ImageError(f"{_name(source)}: truncated or corrupt image ({exc})") from exc
     return to_rgb(image)
+
+
+def iter_images(paths: list[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into image files, sorted."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+            )
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return out

@@ -1,0 +1,1 @@
+"""Data: one loader interface for every layout, dataset checks, duplicates and grouped splits."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from dermalens.data.check import UNREADABLE, clusters, image_phash, near_pairs
-from dermalens.data.records import DataError, Dataset, make_table
+from dermalens.data.dedupe import clusters, image_phash, near_pairs
+from dermalens.data.records import UNREADABLE, DataError, Dataset, make_table
 from dermalens.imageio import ImageError
 from dermalens.taxonomy import ALIASES, CLASSES, _slug, canonical
 

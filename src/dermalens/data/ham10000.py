@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from dermalens.data.records import (
+    IMAGE_WITHOUT_LABEL,
+    LABEL_WITHOUT_IMAGE,
     DataError,
     Dataset,
     make_table,
@@ -71,7 +73,7 @@ def load_ham10000(root: str | Path) -> Dataset:
             raise DataError(f"{csv}: image {image_id}: {exc}") from exc
         path = images.get(image_id)
         if path is None:
-            problems.append(f"label without image: {image_id}")
+            problems.append(f"{LABEL_WITHOUT_IMAGE}{image_id}")
             continue
         rows.append(
             {
@@ -87,5 +89,5 @@ def load_ham10000(root: str | Path) -> Dataset:
             }
         )
     known = set(frame["image_id"].astype(str))
-    problems += [f"image without label: {p.name}" for s, p in images.items() if s not in known]
+    problems += [f"{IMAGE_WITHOUT_LABEL}{p.name}" for s, p in images.items() if s not in known]
     return Dataset(make_table(rows), root, "ham10000", problems)

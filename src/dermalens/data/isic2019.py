@@ -12,6 +12,8 @@ import pandas as pd
 
 from dermalens.data.ham10000 import index_images, read_csv
 from dermalens.data.records import (
+    IMAGE_WITHOUT_LABEL,
+    LABEL_WITHOUT_IMAGE,
     DataError,
     Dataset,
     make_table,
@@ -117,7 +119,7 @@ def load_isic2019(root: str | Path) -> Dataset:
     for image_id, label in labels.items():
         path = images.get(image_id)
         if path is None:
-            problems.append(f"label without image: {image_id}")
+            problems.append(f"{LABEL_WITHOUT_IMAGE}{image_id}")
             continue
         meta = metadata.get(image_id, {})
         rows.append(
@@ -133,5 +135,5 @@ def load_isic2019(root: str | Path) -> Dataset:
                 "source": "isic2019",
             }
         )
-    problems += [f"image without label: {p.name}" for k, p in images.items() if k not in labels]
+    problems += [f"{IMAGE_WITHOUT_LABEL}{p.name}" for k, p in images.items() if k not in labels]
     return Dataset(make_table(rows), root, "isic2019", problems)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dermalens.data.folders import load_folders
 from dermalens.data.ham10000 import CSV_NAMES, load_ham10000
+from dermalens.data.isic2019 import load_isic2019
 from dermalens.data.records import DataError, Dataset
 
 
@@ -30,11 +32,7 @@ def load_dataset(path: str | Path, format: str = "auto") -> Dataset:
     if format == "ham10000":
         return load_ham10000(root)
     if format == "isic2019":
-        from dermalens.data.isic2019 import load_isic2019
-
         return load_isic2019(root)
     if format == "folders":
-        from dermalens.data.folders import load_folders
-
         return load_folders(root)
     raise DataError(f"unknown dataset format {format!r}: use ham10000, isic2019 or folders")

@@ -21,6 +21,11 @@ COLUMNS = [
     "source",
 ]
 
+# Prefixes of Dataset.problems entries: the loaders write them, `data check` sorts by them.
+LABEL_WITHOUT_IMAGE = "label without image: "
+IMAGE_WITHOUT_LABEL = "image without label: "
+UNREADABLE = "unreadable image: "
+
 SEXES = ("male", "female")
 SITES = (
     "abdomen",

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dermalens.serve.app import ModelMissing, check_model, create_app
+from dermalens.serve.settings import make_settings
+
 
 def run(
     model: str | None = None, host: str | None = None, port: int | None = None, **overrides: Any
@@ -20,10 +23,7 @@ def run(
     (127.0.0.1:8000, the bundled model). `overrides` are other `Settings` fields, e.g.
     `api_token="..."`; an unknown name raises ValueError naming it.
     """
-    import uvicorn
-
-    from dermalens.serve.app import ModelMissing, check_model, create_app
-    from dermalens.serve.config import make_settings
+    import uvicorn  # only to start a server, not for create_app
 
     settings = make_settings(model=model, host=host, port=port, **overrides)
     try:

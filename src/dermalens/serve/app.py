@@ -12,18 +12,19 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from dermalens import __version__
 from dermalens.bundle import DESCRIPTION, BundleError
-from dermalens.predict import DISCLAIMER, Predictor
-from dermalens.serve import errors
-from dermalens.serve.config import Settings
-from dermalens.serve.db import make_engine, make_sessions, migrate
+from dermalens.runtime.predictor import DISCLAIMER, Predictor
+from dermalens.serve import error_handlers
+from dermalens.serve.db import open_database, make_sessions, migrate
 from dermalens.serve.middleware import BodyLimit, SecurityHeaders
 from dermalens.serve.routes import api_router, health, page
+from dermalens.serve.settings import Settings
 
 logger = logging.getLogger("dermalens.serve")
 STATIC = Path(__file__).parent / "static"
@@ -65,7 +66,7 @@ def load_predictor(settings: Settings) -> Predictor:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.predictor = load_predictor(settings)
-    engine = make_engine(settings.db_url)
+    engine = open_database(settings.db_url)
     migrate(engine)
     app.state.engine = engine
     app.state.sessions = make_sessions(engine)
@@ -86,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None if _swagger_assets() else "/docs",
     )
     app.state.settings = settings
-    errors.install(app)
+    error_handlers.install(app)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
@@ -108,15 +109,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _swagger_assets() -> Path | None:
     """Swagger UI files from the swagger-ui-bundle package, so /docs works offline."""
     try:
-        import swagger_ui_bundle
+        import swagger_ui_bundle  # optional: the docs page falls back to a CDN-free message
     except ImportError:
         return None
     return Path(swagger_ui_bundle.swagger_ui_path)
 
 
 def _offline_docs(app: FastAPI, assets: Path) -> None:
-    from fastapi.openapi.docs import get_swagger_ui_html
-
     app.mount("/swagger-ui", StaticFiles(directory=assets), name="swagger")
 
     @app.get("/docs", include_in_schema=False)

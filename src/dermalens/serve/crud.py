@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dermalens.serve.models import FeedbackRecord, PredictionRecord
 from dermalens.serve.schemas import FeedbackIn, FeedbackOut, PredictionOut
+from dermalens.serve.tables import FeedbackRecord, PredictionRecord
 
 EXPORT_COLUMNS = [
     *FeedbackOut.model_fields,

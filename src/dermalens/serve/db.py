@@ -12,7 +12,7 @@ from sqlalchemy.orm import sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def open_database(url: str) -> Engine:
     """An engine for `url`; for SQLite, creates the folder and turns on WAL and foreign keys."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -38,7 +38,7 @@ def make_sessions(engine: Engine) -> sessionmaker:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to `revision` with Alembic (no alembic.ini needed)."""
-    from alembic import command
+    from alembic import command  # migrations only, not on every import
     from alembic.config import Config
 
     config = Config()

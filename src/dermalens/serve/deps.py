@@ -11,12 +11,12 @@ from fastapi import Depends, Form, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from dermalens import metadata
-from dermalens.predict import Predictor
+from dermalens import patient
+from dermalens.runtime.predictor import Predictor
 from dermalens.serve import crud
-from dermalens.serve.config import Settings
-from dermalens.serve.models import PredictionRecord
 from dermalens.serve.schemas import Patient
+from dermalens.serve.settings import Settings
+from dermalens.serve.tables import PredictionRecord
 
 
 def get_settings(request: Request) -> Settings:
@@ -66,13 +66,13 @@ def _choice(value: str | None) -> str | None:
 
 def patient_form(
     age: Annotated[float | None, Form(description="years, 0-120")] = None,
-    sex: Annotated[str | None, Form(description=f"one of {list(metadata.SEXES)}")] = None,
-    site: Annotated[str | None, Form(description=f"one of {list(metadata.SITES)}")] = None,
+    sex: Annotated[str | None, Form(description=f"one of {list(patient.SEXES)}")] = None,
+    site: Annotated[str | None, Form(description=f"one of {list(patient.SITES)}")] = None,
 ) -> Patient:
     """Optional patient fields; 422 naming the field when one is out of range or unknown."""
     sex, site = _choice(sex), _choice(site)
     try:
-        metadata.validate(age, sex, site)
+        patient.validate(age, sex, site)
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     return Patient(age=age, sex=sex, site=site)

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 
 from PIL import Image
 
-from dermalens.explain import overlay
 from dermalens.imageio import ImageError
-from dermalens.predict import DISCLAIMER, Prediction, Predictor
 from dermalens.preprocess import resize
+from dermalens.runtime.explain import overlay
+from dermalens.runtime.predictor import DISCLAIMER, Prediction, Predictor
 from dermalens.serve.schemas import (
     ClassScore,
     Heatmap,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from dermalens.serve.config import Settings
-from dermalens.serve.db import make_engine
-from dermalens.serve.models import Base
+from dermalens.serve.db import open_database
+from dermalens.serve.settings import Settings
+from dermalens.serve.tables import Base
 
 
 def run_migrations() -> None:
@@ -18,7 +18,7 @@ def run_migrations() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = make_engine(Settings().db_url)
+    engine = open_database(Settings().db_url)
     with engine.begin() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata)
         with context.begin_transaction():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from dermalens.predict import DISCLAIMER
+from dermalens.runtime.predictor import DISCLAIMER
 from dermalens.serve.deps import PredictorDep
 from dermalens.serve.schemas import ModelInfo
 

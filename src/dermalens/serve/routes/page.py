@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from dermalens.data.records import SEXES, SITES
-from dermalens.predict import DISCLAIMER, NOT_SKIN_ADVICE
+from dermalens.runtime.predictor import DISCLAIMER, NOT_SKIN_ADVICE
 from dermalens.serve.deps import PredictorDep, SettingsDep
 from dermalens.taxonomy import display_name
 

@@ -11,13 +11,12 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dermalens.bundle import default_model_path
 from dermalens.imageio import MAX_PIXELS
 
 
 def default_model() -> Path:
     """The bundled default model (or $DERMALENS_MODEL, which pydantic-settings reads too)."""
-    from dermalens.bundle import default_model_path
-
     return default_model_path()
 
 
@@ -47,7 +46,7 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0: all cores
     # "auto": the bundle's fastest variant whose recorded agreement with fp32 passed (the
     # plain model.onnx when none has); or "fp32" / "int8" / "bf16" to insist on one
-    precision: str = Field("auto", pattern="^(auto|fp32|int8|bf16)$")
+    precision: str = Field("auto", pattern="^(auto|fp32)$")
     tta: bool = False  # average over flips and a 180-degree turn (4x the inference time)
     display_width: int = Field(480, ge=64, le=2048)  # width of the heatmap overlay PNG
 

@@ -19,21 +19,29 @@ from typing import Any
 
 import numpy as np
 
-from dermalens import metadata
+from dermalens import patient
 from dermalens.bundle import Bundle, load_bundle
-from dermalens.engine import Engine, make_engine
 from dermalens.imageio import ImageSource
-from dermalens.ood import OodDetector, load_ood, pixel_stats, pooled
 from dermalens.preprocess import to_input
+from dermalens.runtime.calibration import Calibration, tta_views
+from dermalens.runtime.engines import Engine
+from dermalens.runtime.explain import cam
+from dermalens.runtime.ood import OodDetector, load_ood, pixel_stats, pooled
+from dermalens.runtime.selection import make_engine
 from dermalens.taxonomy import display_name, is_malignant
 
 DEFAULT_UNCERTAIN = 0.5  # the answer's probability below which the answer is "uncertain"
+
+
 DEFAULT_TRIAGE = 0.5  # summed malignant probability at or above which triage says malignant
+
 
 DISCLAIMER = (
     "Decision support only, not a diagnosis. A clinician must examine the lesion; "
     "see a dermatologist about any lesion that worries you."
 )
+
+
 # shown with a "not skin" answer: the check also turns away some real lesions (about 1-2%
 # of test images, more among melanomas for some models; see the model card)
 NOT_SKIN_ADVICE = (
@@ -85,60 +93,6 @@ class Prediction:
         return out
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def tta_views(batch: np.ndarray) -> np.ndarray:
-    """N x C x H x W -> 4N: the batch, its horizontal and vertical flips, its 180-degree turn.
-
-    View-major: rows [v * N : (v + 1) * N] are view v, view 0 the unchanged batch.
-    """
-    return np.concatenate([batch, batch[..., ::-1], batch[..., ::-1, :], batch[..., ::-1, ::-1]])
-
-
-@dataclass
-class Calibration:
-    """From logits to what is shown and answered, as fitted by `dermalens.calibrate`.
-
-    Probabilities: softmax(logits / temperature + class_bias), averaged over TTA views;
-    calibrated to how often each class is right on validation. Answer: the class with the
-    highest log(probability) + decision_bias. Probabilities follow the training data's
-    class mix (most lesions are nevi), so their argmax rarely names a rare class; the
-    decision bias (by default minus the class bias: the class-weighted model's own
-    ranking) re-weights classes for balanced recall without changing the probabilities.
-    """
-
-    temperature: float
-    class_bias: np.ndarray
-    decision_bias: np.ndarray
-
-    @classmethod
-    def of(cls, bundle: Bundle) -> Calibration:
-        k = len(bundle.classes)
-        return cls(
-            float(bundle.temperature),
-            np.array(bundle.class_bias or [0.0] * k, np.float64),
-            np.array(bundle.decision_bias or [0.0] * k, np.float64),
-        )
-
-    def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Views x N x classes (or N x classes) logits -> N x classes probabilities."""
-        views = logits.reshape(-1, logits.shape[-1]).astype(np.float64)
-        probs = softmax(views / self.temperature + self.class_bias)
-        return probs.reshape((-1, *logits.shape[-2:])).mean(axis=0)
-
-    def scores(self, probs: np.ndarray) -> np.ndarray:
-        """log(probability) + decision_bias: the answer is the highest-scoring class."""
-        return np.log(np.maximum(probs, 1e-300)) + self.decision_bias
-
-    def decide(self, probs: np.ndarray) -> np.ndarray:
-        return self.scores(probs).argmax(axis=1)
-
-
 class Predictor:
     """Loads a bundle once; predicts single images or batches.
 
@@ -179,8 +133,8 @@ class Predictor:
     def meta_vector(self, age=None, sex=None, site=None) -> np.ndarray | None:
         if not self.bundle.metadata_fields:
             return None
-        metadata.validate(age, sex, site)
-        return metadata.encode(age, sex, site)[None]
+        patient.validate(age, sex, site)
+        return patient.encode(age, sex, site)[None]
 
     def forward(
         self, batch: np.ndarray, meta: np.ndarray | None = None, tta: bool | None = None
@@ -244,8 +198,6 @@ class Predictor:
         t2 = time.perf_counter()
         heatmap = None
         if explain:
-            from dermalens.explain import cam
-
             heatmap = cam(
                 fmap[0],
                 self.engine.head()[0],
@@ -321,20 +273,3 @@ class Predictor:
             not_skin=not_skin,
             not_skin_reason=not_skin_reason,
         )
-
-
-def iter_images(paths: list[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) into image files, sorted."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(
-                f
-                for f in p.rglob("*")
-                if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-            )
-        elif p.exists():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    return out

@@ -9,10 +9,10 @@ from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from dermalens import metadata
-from dermalens.augment import Augment
+from dermalens import patient
 from dermalens.imageio import ImageError, load_image
 from dermalens.preprocess import Preprocessing, to_input
+from dermalens.training.augment import Augment
 
 
 def decode_all(
@@ -80,7 +80,7 @@ class ImageTable(TorchDataset):
             fields = {
                 k: (None if self.rng.random() < self.meta_dropout else v) for k, v in fields.items()
             }
-        meta = torch.from_numpy(metadata.encode(**fields))
+        meta = torch.from_numpy(patient.encode(**fields))
         return x, meta, self.index[row["label"]]
 
 

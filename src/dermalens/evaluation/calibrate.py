@@ -31,10 +31,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.optimize import minimize, minimize_scalar
+from scipy.special import logsumexp
+from sklearn.metrics import roc_auc_score
 
-from dermalens.bundle import Bundle, load_bundle, now
+from dermalens.bundle import Bundle, load_bundle
+from dermalens.data.dedupe import drop_duplicate_extras
+from dermalens.data.loaders import load_dataset
 from dermalens.data.records import DataError
-from dermalens.metrics import expected_calibration_error
+from dermalens.data.splits import load_split
+from dermalens.evaluation.evaluate import record_test as record
+from dermalens.evaluation.evaluate import run_table
+from dermalens.evaluation.metrics import expected_calibration_error
+from dermalens.evaluation.ood_fit import _ood, save_ood
+from dermalens.evaluation.plots import plot_reliability, plot_risk_coverage
+from dermalens.evaluation.thresholds import (
+    choose_triage_threshold,
+    choose_uncertain_threshold,
+    curve_points,
+    risk_coverage,
+)
+from dermalens.files import now
+from dermalens.runtime.predictor import Predictor
 
 
 @dataclass(frozen=True)
@@ -68,8 +86,6 @@ class Targets:
 
 def _log_probs(logits: np.ndarray, temperature: float, bias: np.ndarray | None = None):
     """Views x N x K logits -> N x K log of the view-averaged softmax(logits / T + bias)."""
-    from scipy.special import logsumexp
-
     z = np.asarray(logits, np.float64) / temperature
     if bias is not None:
         z = z + bias
@@ -99,8 +115,6 @@ def fit_temperature_and_bias(
     entry is held at 0 during the fit and each stays within +-10. The fit starts from
     the temperature-only fit (`temperature_only`, fitted here when not given).
     """
-    from scipy.optimize import minimize
-
     labels = np.asarray(labels, dtype=int)
     k = np.asarray(logits).shape[-1]
 
@@ -121,8 +135,6 @@ def fit_temperature(
     logits: np.ndarray, labels: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)
 ) -> float:
     """The T in `bounds` minimising the NLL of softmax(logits / T); views are averaged."""
-    from scipy.optimize import minimize_scalar
-
     labels = np.asarray(labels, dtype=int)
     result = minimize_scalar(
         lambda log_t: nll(logits, labels, math.exp(log_t)),
@@ -133,135 +145,7 @@ def fit_temperature(
     return float(math.exp(result.x))
 
 
-def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> dict[str, np.ndarray]:
-    """Answers kept when accepting confidence >= each distinct threshold, highest first."""
-    order = np.argsort(-confidence, kind="stable")
-    conf, ok = confidence[order], np.asarray(correct, float)[order]
-    last = np.r_[conf[1:] != conf[:-1], True]  # a threshold keeps every tie
-    kept = np.arange(1, len(conf) + 1)[last]
-    return {
-        "threshold": conf[last],
-        "coverage": kept / len(conf),
-        "selective_accuracy": np.cumsum(ok)[last] / kept,
-    }
-
-
-def _just_below(value: float, others: np.ndarray) -> float:
-    """Halfway from `value` to the next lower score, so tiny numeric noise keeps the side."""
-    lower = others[others < value]
-    return float((value + lower.max()) / 2) if lower.size else float(value)
-
-
-def choose_uncertain_threshold(
-    confidence: np.ndarray, correct: np.ndarray, target: float = 0.90, min_coverage: float = 0.80
-) -> float:
-    """The answer's probability below which it is "uncertain" (see the module docstring)."""
-    curve = risk_coverage(confidence, correct)
-    meets = (curve["selective_accuracy"] >= target) & (curve["coverage"] >= min_coverage)
-    if meets.any():
-        i = int(np.flatnonzero(meets)[-1])  # largest coverage that meets the target
-    else:
-        i = int(np.flatnonzero(curve["coverage"] >= min_coverage)[0])
-    return _just_below(curve["threshold"][i], confidence)
-
-
-def choose_triage_threshold(
-    p_malignant: np.ndarray, is_malignant: np.ndarray, sensitivity: float = 0.95
-) -> float:
-    """Highest P(malignant) threshold flagging >= `sensitivity` of the malignant images."""
-    positives = np.sort(p_malignant[is_malignant])
-    if not len(positives):
-        raise DataError("no malignant images to choose a triage threshold on")
-    misses = math.floor((1 - sensitivity) * len(positives) + 1e-9)
-    return _just_below(positives[misses], p_malignant)
-
-
-def _rate(mask: np.ndarray, of: np.ndarray) -> float | None:
-    return float(mask[of].mean()) if of.any() else None
-
-
-def decision_metrics(
-    labels: np.ndarray,
-    probs: np.ndarray,
-    answers: np.ndarray,
-    malignant: np.ndarray,
-    uncertain_below: float,
-    triage_at: float,
-    not_skin: np.ndarray | None = None,
-) -> dict:
-    """Abstention and triage as the Predictor decides them, on labelled probabilities and
-    the answers given (`Predictor.decide`)."""
-    labels, malignant = np.asarray(labels, int), np.asarray(malignant, bool)
-    answers = np.asarray(answers, int)
-    correct = answers == labels
-    kept = probs[np.arange(len(answers)), answers] >= uncertain_below
-    if not_skin is not None:
-        kept &= ~np.asarray(not_skin, bool)
-    is_mal = malignant[labels]
-    flagged = probs[:, malignant].sum(axis=1) >= triage_at
-    everyone = np.ones(len(labels), bool)
-    return {
-        "abstention": {
-            "uncertain_below": float(uncertain_below),
-            "coverage": _rate(kept, everyone),
-            "selective_accuracy": _rate(correct, kept),
-            "accuracy_all": _rate(correct, everyone),
-        },
-        "triage": {
-            "threshold": float(triage_at),
-            "sensitivity": _rate(flagged, is_mal),
-            "specificity": _rate(~flagged, ~is_mal),
-            # what the triage outcome does when "uncertain" means "refer to a clinician":
-            "malignant_flagged_or_deferred": _rate(flagged | ~kept, is_mal),
-            "benign_cleared": _rate(~flagged & kept, ~is_mal),
-            "n_malignant": int(is_mal.sum()),
-            "n_benign": int((~is_mal).sum()),
-        },
-    }
-
-
-def curve_points(curve: dict[str, np.ndarray], step: float = 0.05) -> list[dict]:
-    """A compact risk-coverage curve: the first point at or past each coverage step."""
-    points = []
-    for target in np.arange(step, 1 + 1e-9, step):
-        i = int(np.searchsorted(curve["coverage"], target - 1e-9))
-        i = min(i, len(curve["coverage"]) - 1)
-        points.append(
-            {
-                "coverage": round(float(curve["coverage"][i]), 4),
-                "threshold": round(float(curve["threshold"][i]), 4),
-                "selective_accuracy": round(float(curve["selective_accuracy"][i]), 4),
-            }
-        )
-    return points
-
-
-def plot_risk_coverage(curve: dict[str, np.ndarray], chosen: dict, target: float, path: Path):
-    from dermalens.plots import plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(curve["coverage"], 1 - curve["selective_accuracy"], label="selective risk (error)")
-    ax.axhline(1 - target, color="k", ls="--", lw=1, label=f"target risk {1 - target:.2f}")
-    ax.plot(
-        [chosen["coverage"]],
-        [1 - chosen["selective_accuracy"]],
-        "o",
-        color="C3",
-        label=f"chosen: answer's p >= {chosen['uncertain_below']:.2f}",
-    )
-    ax.set_xlabel("coverage (share of images answered)")
-    ax.set_ylabel("error among answered images")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, None)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def _calibration(logits, labels, temperature, bias, t_only, out_dir: Path | None) -> dict:
-    from dermalens.plots import plot_reliability
-
     out = {
         "temperature": temperature,
         "class_bias": [round(float(b), 6) for b in bias],
@@ -323,7 +207,6 @@ def _triage(probs, labels, classes: list[str], malignant: np.ndarray, targets: T
     p_mal, is_mal = probs[:, malignant].sum(axis=1), malignant[labels]
     if not is_mal.any() or is_mal.all():
         return {"skipped": "validation needs both malignant and benign images"}
-    from sklearn.metrics import roc_auc_score
 
     threshold = choose_triage_threshold(p_mal, is_mal, targets.sensitivity)
     flagged = p_mal >= threshold
@@ -342,100 +225,6 @@ def _triage(probs, labels, classes: list[str], malignant: np.ndarray, targets: T
     }
 
 
-def balanced_sample(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    """Up to `n` rows with shares per class as equal as the class sizes allow.
-
-    The OOD model is fitted on it so that rare classes (df, vasc) shape the feature
-    subspace too; fitted on a plain sample, nv dominates and rare lesions look "not skin".
-    """
-    sizes = table["label"].value_counts()
-    order = sorted(sizes.index, key=lambda c: (sizes[c], c))
-    parts, left = [], n
-    for i, label in enumerate(order):
-        take = min(int(sizes[label]), left // (len(order) - i))
-        parts.append(table[table["label"] == label].sample(take, random_state=seed))
-        left -= take
-    return pd.concat(parts)
-
-
-def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, progress) -> tuple:
-    from dermalens.evaluate import ood_rates, run_table
-    from dermalens.ood import (
-        choose_thresholds,
-        fit_ood,
-        pixel_stats,
-        pooled,
-        probe_images,
-    )
-
-    if fit is not None:
-        fit = fit[fit["label"].isin(predictor.bundle.classes)]
-    if fit is not None and len(fit):
-        fit = balanced_sample(fit, targets.ood_fit_images, targets.seed)
-        fit_run = run_table(predictor, fit, progress=progress, tta=False)
-        features, pixels = fit_run.features[fit_run.ok], fit_run.pixels[fit_run.ok]
-        fitted_on = f"{len(features)} training images, classes balanced as far as possible"
-    else:  # no training part: fit and threshold on the same images (optimistic)
-        features, pixels = val_run.features[val_run.ok], val_run.pixels[val_run.ok]
-        fitted_on = f"{len(features)} validation images (no training part given)"
-    detector = fit_ood(features, targets.ood_k, pixels)
-    val_features, val_pixels = val_run.features[val_run.ok], val_run.pixels[val_run.ok]
-    probes = probe_images()
-    batch = np.stack([predictor.prepare(image) for image in probes.values()])
-    _, fmap = predictor.forward(batch, tta=False)
-    probe_features, probe_pixels = pooled(fmap), pixel_stats(batch, predictor.pre)
-    # each image is scored once; the thresholds are chosen on these scores, then applied
-    val_scores, val_colour = detector.score(val_features), detector.colour_score(val_pixels)
-    probe_scores = detector.score(probe_features)
-    probe_colour = detector.colour_score(probe_pixels)
-    detector.threshold, detector.colour_threshold, choice = choose_thresholds(
-        val_scores,
-        val_colour,
-        probe_scores,
-        probe_colour,
-        [bool(r) for r in detector.pixel_reasons(probe_pixels)],
-        targets.ood_quantiles,
-        targets.ood_colour_quantiles,
-        targets.ood_max_val_reject,
-        val_pixel_caught=[bool(r) for r in detector.pixel_reasons(val_pixels)],
-    )
-    not_skin, reasons = detector.decide(val_scores, val_colour, val_pixels)
-    caught, probe_reasons = detector.decide(probe_scores, probe_colour, probe_pixels)
-    chosen = choice["chosen"]
-    cap_note = "" if choice["cap_met"] else "; none kept under that cap, so the fewest skin rejects"
-    report = {
-        "rule": (
-            f"not skin if a flat frame (pixel std < {detector.min_pixel_std:g}), pixel noise "
-            f"(neighbour correlation < {detector.min_neighbour_corr:g}), a greyscale frame "
-            f"(colour spread < {detector.min_colour:g}), an OOD score above the "
-            f"{chosen['quantile']:.1%} quantile of validation skin images, or a colour "
-            f"score above their {chosen['colour_quantile']:.1%} quantile (of the pairs of "
-            f"quantiles that rejected at most {targets.ood_max_val_reject:.1%} of "
-            f"validation skin images, the one that caught the most probe images, then "
-            f"rejected the fewest skin images{cap_note})"
-        ),
-        "threshold_choice": choice,
-        "threshold": detector.threshold,
-        "colour_threshold": detector.colour_threshold,
-        # validation skin images rejected by each judge (the first that fires)
-        "val_rejected_by": _reason_counts(reasons),
-        "k": detector.k,
-        "fitted_on": fitted_on,
-        "val_false_reject": ood_rates(not_skin, val_labels, predictor.bundle.classes),
-        # photos, documents, noise and blank frames (`ood.probe_images`) called "not skin"
-        "probes_rejected": f"{int(caught.sum())}/{len(caught)}",
-        "probes_missed": [name for name, hit in zip(probes, caught) if not hit],
-        "probes_rejected_by": dict(zip(probes, (r.split(" (")[0] for r in probe_reasons))),
-    }
-    return detector, report
-
-
-def _reason_counts(reasons: list[str]) -> dict[str, int]:
-    """Counts of not-skin reasons by kind (the text before the numbers)."""
-    kinds = [r.split(" (")[0] for r in reasons if r]
-    return {kind: kinds.count(kind) for kind in sorted(set(kinds))}
-
-
 def calibrate(
     bundle: Bundle,
     val: pd.DataFrame,
@@ -452,10 +241,6 @@ def calibrate(
     Tables have the columns of `data.records.COLUMNS`. `tta=True` fits everything on
     test-time-augmented probabilities, for bundles that will be served with TTA.
     """
-    from dermalens.evaluate import run_table
-    from dermalens.ood import save_ood
-    from dermalens.predict import Predictor
-
     targets = targets or Targets()
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -535,11 +320,6 @@ def calibrate_bundle(
     `record_test=True` then evaluates the split's test part (exact duplicates once, as
     training does) into the bundle's description, with its reports under `out_dir`.
     """
-    from dermalens.data.check import drop_duplicate_extras
-    from dermalens.data.loaders import load_dataset
-    from dermalens.data.splits import load_split
-    from dermalens.evaluate import record_test as record
-
     bundle = load_bundle(bundle_path)
     dataset = load_dataset(data)
     table = load_split(dataset, Path(split_file))

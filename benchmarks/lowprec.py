@@ -75,9 +75,9 @@ def batches(images: Sequence, bundle: Bundle, size: int = CHUNK) -> Iterator[np.
 def _feeds(session, batch: np.ndarray) -> dict[str, np.ndarray]:
     feeds = {"image": batch}
     if any(i.name == "metadata" for i in session.get_inputs()):
-        from dermalens import metadata
+        from dermalens import patient
 
-        feeds["metadata"] = np.tile(metadata.encode(), (len(batch), 1)).astype(np.float32)
+        feeds["metadata"] = np.tile(patient.encode(), (len(batch), 1)).astype(np.float32)
     return feeds
 
 
@@ -210,7 +210,7 @@ def prepare_for_int8(src: Path, dst: Path, height: int, width: int) -> Path:
     """Frozen pads, then ORT's quantisation pre-processing (shape inference, cleanup)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from dermalens.fast import freeze_pads
+    from dermalens.export.graph import freeze_pads
 
     frozen = dst.with_suffix(".frozen.onnx")
     freeze_pads(src, frozen, height, width)

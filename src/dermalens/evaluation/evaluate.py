@@ -16,14 +16,19 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from dermalens.bundle import Bundle, atomic_write_text, load_bundle, now
+from dermalens import patient
+from dermalens.bundle import Bundle, load_bundle
+from dermalens.data.dedupe import drop_duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.records import DataError
 from dermalens.data.splits import load_split
+from dermalens.evaluation.metrics import classification_metrics
+from dermalens.evaluation.plots import plot_confusion, plot_reliability
+from dermalens.evaluation.thresholds import decision_metrics
+from dermalens.files import atomic_write_text, now
 from dermalens.imageio import ImageError
-from dermalens.metrics import classification_metrics
-from dermalens.ood import PIXEL_STATS, pixel_stats, pooled
-from dermalens.predict import Predictor
+from dermalens.runtime.ood import PIXEL_STATS, pixel_stats, pooled
+from dermalens.runtime.predictor import Predictor
 
 
 @dataclass
@@ -72,11 +77,10 @@ def run_table(
 ) -> TableRun:
     """Run the model over every row's image and, if the model uses it, metadata.
 
-    `withhold` feeds the named fields (of `metadata.FIELDS`) as missing; all of them is
+    `withhold` feeds the named fields (of `patient.FIELDS`) as missing; all of them is
     what the model does when a clinic sends only the image."""
-    from dermalens import metadata
 
-    hidden = metadata.withheld_fields(withhold)
+    hidden = patient.withheld_fields(withhold)
 
     n, views = len(table), 4 if (predictor.tta if tta is None else tta) else 1
     logits = np.full((views, n, len(predictor.bundle.classes)), np.nan, dtype=np.float32)
@@ -94,7 +98,7 @@ def run_table(
                 if use_meta:
                     given = {"age": row.age, "sex": row.sex, "site": row.site}
                     metas.append(
-                        metadata.encode(**{k: v for k, v in given.items() if k not in hidden})
+                        patient.encode(**{k: v for k, v in given.items() if k not in hidden})
                     )
             except ImageError as exc:
                 problems.append(str(exc))
@@ -135,10 +139,7 @@ def evaluate_table(
     """Evaluate on a dataset table (columns as `data.records.COLUMNS`); `use_metadata=False`
     hides the patient metadata from a model that takes it, `withhold` hides the named
     fields only (as when a clinic leaves them empty)."""
-    from dermalens import metadata
-    from dermalens.calibrate import decision_metrics
-
-    withhold = metadata.FIELDS if not use_metadata else metadata.withheld_fields(withhold)
+    withhold = patient.FIELDS if not use_metadata else patient.withheld_fields(withhold)
 
     predictor = Predictor(bundle, backend, tta=tta)
     unknown = sorted(set(table["label"]) - set(bundle.classes))
@@ -164,7 +165,7 @@ def evaluate_table(
     )
     metrics["ood"] = None if ood is None else ood_rates(ood[1], labels[ok], bundle.classes)
     metrics["tta"] = tta
-    metrics["metadata"] = bool(bundle.metadata_fields) and len(withhold) < len(metadata.FIELDS)
+    metrics["metadata"] = bool(bundle.metadata_fields) and len(withhold) < len(patient.FIELDS)
     metrics["withheld"] = list(withhold) if bundle.metadata_fields else []
     metrics["unreadable"] = run.problems
     metrics["model"] = bundle.version
@@ -221,8 +222,6 @@ def ood_rates(not_skin: np.ndarray, labels: np.ndarray, classes: list[str]) -> d
 
 
 def write_report(metrics: dict, preds: pd.DataFrame, out_dir: Path) -> None:
-    from dermalens.plots import plot_confusion, plot_reliability
-
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     preds.to_csv(out_dir / "predictions.csv", index=False)
@@ -246,10 +245,7 @@ def evaluate(
     """Evaluate bundle `model` on dataset folder `data` (all of it, or one part of a split).
 
     Exact duplicate images are counted once (as training does), unless `keep_duplicates`."""
-    from dermalens import metadata
-    from dermalens.data.check import drop_duplicate_extras
-
-    withhold = metadata.withheld_fields(withhold)  # an unknown name fails before any work
+    withhold = patient.withheld_fields(withhold)  # an unknown name fails before any work
     bundle = load_bundle(model)
     dataset = load_dataset(data)
     table = dataset.table

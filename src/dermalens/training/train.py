@@ -11,8 +11,6 @@ import copy
 import csv
 import json
 import logging
-import math
-import os
 import time
 from pathlib import Path
 
@@ -22,57 +20,31 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm import tqdm
 
-from dermalens.augment import Augment
-from dermalens.bundle import Bundle, atomic_write_text, load_bundle
+from dermalens.bundle import Bundle, load_bundle
 from dermalens.config import ConfigError, TrainConfig, config_from_dict
-from dermalens.data.check import duplicate_extras
+from dermalens.data.dedupe import duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import check_no_leak, grouped_split, load_split, save_split
-from dermalens.metrics import classification_metrics, summary
-from dermalens.mixing import mix_batch
-from dermalens.models import build_model
+from dermalens.evaluation.calibrate import calibrate_bundle
+from dermalens.evaluation.evaluate import record_test
+from dermalens.evaluation.metrics import classification_metrics, summary
+from dermalens.evaluation.plots import plot_curves
+from dermalens.files import atomic_write_text
+from dermalens.networks import build_model
 from dermalens.preprocess import Preprocessing
-from dermalens.torchdata import ImageTable, decode_all, seed_worker
+from dermalens.training.augment import Augment
+from dermalens.training.dataset import ImageTable, decode_all, seed_worker
+from dermalens.training.mixing import mix_batch
+from dermalens.training.package import bundle_from_model
+from dermalens.training.steps import (
+    class_weights,
+    lr_factor,
+    predict_probs,
+    save_atomic,
+    update_ema,
+)
 
 log = logging.getLogger(__name__)
-
-
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Multiplier on the peak LR: linear warm-up, then cosine / one-cycle / constant."""
-    if step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    floor = 0.01 if schedule == "cosine" else 0.0004
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def class_weights(labels: np.ndarray, n: int, power: float) -> np.ndarray:
-    counts = np.bincount(labels, minlength=n).astype(float)
-    weights = (counts.sum() / np.maximum(counts, 1) / n) ** power
-    return weights / (weights * counts).sum() * counts.sum()
-
-
-def save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-@torch.no_grad()
-def predict_probs(model: nn.Module, loader: DataLoader, cfg: TrainConfig, desc: str = "eval"):
-    """Softmax probabilities and labels over a loader (eval mode)."""
-    model.eval()
-    probs, labels = [], []
-    for x, meta, y in tqdm(loader, desc=desc, leave=False, disable=not cfg.progress):
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = model(x, meta if cfg.use_metadata else None)
-        probs.append(logits.float().softmax(1).numpy())
-        labels.append(y.numpy())
-    return np.concatenate(labels), np.concatenate(probs)
 
 
 RESUME_OVERRIDES = ("epochs", "patience", "workers", "threads", "progress")
@@ -321,7 +293,8 @@ class Run:
             self.optimizer.step()
             schedule.step()
             if self.ema is not None:
-                self._update_ema()
+                self.ema_steps += 1
+                update_ema(self.ema, self.model, self.cfg.ema, self.ema_steps)
             total += loss.item() * len(y)
             count += len(y)
             bar.set_postfix(
@@ -338,24 +311,11 @@ class Run:
         snapshot.update({k: state[k] for k in keep})
         save_atomic(snapshot, folder / f"e{state['epoch'] + 1:02d}.pt")
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """ema <- d * ema + (1 - d) * weights; d ramps up over the first steps."""
-        self.ema_steps += 1
-        decay = min(self.cfg.ema, (1 + self.ema_steps) / (10 + self.ema_steps))
-        ema, live = self.ema.state_dict(), self.model.state_dict()
-        for key, value in live.items():
-            if value.dtype.is_floating_point:
-                ema[key].lerp_(value, 1 - decay)
-            else:
-                ema[key].copy_(value)
-
     def _write_log(self, history: list[dict]) -> None:
         with open(self.dir / "log.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
-        from dermalens.plots import plot_curves
 
         plot_curves(history, self.dir / "curves.png")
 
@@ -363,9 +323,6 @@ class Run:
         """Best checkpoint -> bundle in the run folder, evaluated on the test part.
 
         `history` is every epoch's log row, also those after the best."""
-        from dermalens.evaluate import record_test
-        from dermalens.export import bundle_from_model
-
         state = torch.load(self.dir / "best.pt", map_location="cpu", weights_only=False)
         self.model.load_state_dict(state.get("ema", state["model"]))
         bundle = bundle_from_model(
@@ -379,8 +336,6 @@ class Run:
             source=self.source,
         )
         if self.cfg.calibrate:
-            from dermalens.calibrate import calibrate_bundle
-
             calibrate_bundle(
                 bundle.path,
                 self.cfg.data,
@@ -398,29 +353,6 @@ class Run:
         return bundle
 
 
-# What the end of a run (bundle, calibration, OOD fit, test record) imports lazily. They are
-# loaded when the run starts, so an hour-long run finishes with the code it started with even
-# if the checkout changes meanwhile (a half-old, half-new mix failed twice at the very end).
-FINISH_MODULES = (
-    "dermalens.calibrate",
-    "dermalens.data.check",
-    "dermalens.evaluate",
-    "dermalens.export",
-    "dermalens.metadata",
-    "dermalens.ood",
-    "dermalens.plots",
-    "dermalens.predict",
-)
-
-
-def preload_finish_modules() -> None:
-    import importlib
-
-    for name in FINISH_MODULES:
-        importlib.import_module(name)
-
-
 def train(cfg: TrainConfig) -> Bundle:
     """Train per `cfg`; returns the run's evaluated bundle."""
-    preload_finish_modules()
     return Run(cfg).fit()

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
-from dermalens.fast import cores, normalise_into, split_engine
-from dermalens.imageio import ImageError, load_image
-from dermalens.ood import PIXEL_STATS, pixel_stats
-from dermalens.predict import Prediction, Predictor, iter_images
-from dermalens.preprocess import Preprocessing, resize
+from dermalens.imageio import ImageError, iter_images, load_image
+from dermalens.preprocess import Preprocessing, channel_planes, resize
+from dermalens.runtime.engines import cores, split_engine
+from dermalens.runtime.ood import PIXEL_STATS, pixel_stats
+from dermalens.runtime.predictor import Prediction, Predictor
 
 _DONE = object()  # end-of-stream marker on the queue
 
@@ -151,3 +152,15 @@ def _predict_chunk(
             results[i].tta = bool(predictor.tta)
     for i, path in enumerate(chunk):
         yield FolderItem(path, results.get(i), errors[i])
+
+
+def normalise_into(image: Image.Image, pre: Preprocessing, out: np.ndarray) -> np.ndarray:
+    """Write `preprocess.normalise(image, pre)` into `out` (float32, 3 x H x W) in place.
+
+    Same float32 operations in the same order ((x - mean) / std), so the values are equal
+    bit for bit; only the intermediate copies are gone.
+    """
+    pixels = channel_planes(image, pre)
+    np.subtract(pixels, np.asarray(pre.mean, np.float32)[:, None, None], out=out)
+    np.divide(out, np.asarray(pre.std, np.float32)[:, None, None], out=out)
+    return out

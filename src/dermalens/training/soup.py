@@ -24,7 +24,15 @@ import torch
 
 from dermalens.bundle import Bundle, load_bundle
 from dermalens.config import ConfigError, config_from_dict
+from dermalens.data.dedupe import drop_duplicate_extras
+from dermalens.data.loaders import load_dataset
+from dermalens.data.splits import check_not_trained_on, load_split
 from dermalens.errors import DataError
+from dermalens.evaluation.calibrate import calibrate_bundle
+from dermalens.evaluation.evaluate import evaluate_table
+from dermalens.networks import build_model
+from dermalens.preprocess import Preprocessing
+from dermalens.training.package import bundle_from_model
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +93,6 @@ class _Builder:
     """Writes soups of one run's snapshots as bundles and scores them on validation."""
 
     def __init__(self, run: Path, data: str | None, split_file: str | Path | None):
-        from dermalens.data.check import drop_duplicate_extras
-        from dermalens.data.loaders import load_dataset
-        from dermalens.data.splits import check_not_trained_on, load_split
-        from dermalens.preprocess import Preprocessing
-
         self.run = run
         self.snapshots = {s.epoch: s for s in list_snapshots(run)}
         first = next(iter(self.snapshots.values())).state
@@ -116,9 +119,6 @@ class _Builder:
 
     def write(self, epochs: list[int], target: Path, steps: list[dict] | None = None) -> Bundle:
         """The average of `epochs` as a bundle at `target` (`steps`: the greedy log)."""
-        from dermalens.export import bundle_from_model
-        from dermalens.models import build_model
-
         missing = sorted(set(epochs) - set(self.snapshots))
         if missing:
             raise ConfigError(
@@ -146,8 +146,6 @@ class _Builder:
         return bundle
 
     def score(self, epochs: list[int], scratch: Path) -> float:
-        from dermalens.evaluate import evaluate_table
-
         bundle = self.write(epochs, scratch / "candidate")
         result = evaluate_table(bundle, self.val, None, progress=self.cfg.progress)
         return float(result.metrics["balanced_accuracy"])
@@ -193,8 +191,6 @@ def build_soup(
         epochs, steps = greedy_epochs(builder)
     bundle = builder.write(list(epochs), Path(out), steps)
     if calibrate:
-        from dermalens.calibrate import calibrate_bundle
-
         calibrate_bundle(
             bundle.path,
             builder.data,

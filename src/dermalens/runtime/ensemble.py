@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from dermalens.bundle import (
     DESCRIPTION,
@@ -35,15 +36,18 @@ from dermalens.bundle import (
     WEIGHTS,
     Bundle,
     BundleError,
+    check_compatible,
     load_bundle,
-    now,
-    replace_dir,
+    load_ensemble_members,
     versions,
 )
-from dermalens.engine import Engine
-from dermalens.predict import Calibration
+from dermalens.files import now, replace_dir
+from dermalens.runtime.calibration import Calibration
+from dermalens.runtime.engines import Engine
 
 MEMBERS = "members"
+
+
 COPIED = (DESCRIPTION, ONNX, WEIGHTS)  # what a member needs to serve (no variants, no OOD)
 
 
@@ -55,8 +59,6 @@ def _split_of(bundle: Bundle) -> tuple:
     split_file = cfg.get("split_file") or ""
     for candidate in (bundle.path.parent / "split.csv", Path(split_file) if split_file else None):
         if candidate is not None and candidate.is_file():
-            import pandas as pd
-
             try:
                 table = pd.read_csv(candidate, usecols=["image_id", "split"], dtype=str)
             except (ValueError, OSError):  # not a split table: fall back to the names
@@ -68,26 +70,9 @@ def _split_of(bundle: Bundle) -> tuple:
 
 def check_members(members: list[Bundle], allow_other_splits: bool = False) -> None:
     """Raise BundleError unless the members can be averaged (and evaluated) together."""
-    if len(members) < 2:
-        raise BundleError(f"an ensemble needs at least 2 member bundles, got {len(members)}")
+    check_compatible(members)
     first = members[0]
     for m in members[1:]:
-        if m.classes != first.classes:
-            raise BundleError(
-                f"{m.path}: classes {m.classes} differ from {first.path}'s {first.classes}"
-            )
-        if m.preprocessing.to_dict() != first.preprocessing.to_dict():
-            raise BundleError(
-                f"{m.path}: preprocessing {m.preprocessing.to_dict()} differs from "
-                f"{first.path}'s {first.preprocessing.to_dict()}; members share one input"
-            )
-        if m.metadata_fields != first.metadata_fields:
-            raise BundleError(
-                f"{m.path}: metadata fields {m.metadata_fields} differ from "
-                f"{first.path}'s {first.metadata_fields}"
-            )
-        if m.info.get("members"):
-            raise BundleError(f"{m.path}: is itself an ensemble; give its members instead")
         if not allow_other_splits and _split_of(m) != _split_of(first):
             raise BundleError(
                 f"{m.path}: trained on split {_split_of(m)}, {first.path} on "
@@ -153,46 +138,22 @@ def build_ensemble(
     return load_bundle(out)
 
 
-def load_ensemble_members(bundle: Bundle, verify: bool = True) -> list[Bundle]:
-    """The member bundles of an ensemble bundle, loaded (and hash-checked with `verify`)."""
-    paths = bundle.info.get("members") or []
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise BundleError(f"{bundle.path}: 'members' must be a list of folder names")
-    members = []
-    for rel in paths:
-        folder = (bundle.path / rel).resolve()
-        if bundle.path.resolve() not in folder.parents:
-            raise BundleError(f"{bundle.path}: member {rel!r} lies outside the bundle")
-        if not folder.is_dir():
-            raise BundleError(f"{bundle.path}: member {rel!r} is missing")
-        members.append(load_bundle(folder, verify))
-    check_members(members, allow_other_splits=True)
-    if members[0].classes != bundle.classes:
-        raise BundleError(f"{bundle.path}: its classes differ from its members'")
-    return members
-
-
 class EnsembleEngine(Engine):
     """Runs every member's engine. Returns log(mean of the members' calibrated
     probabilities) as its logits, and the first member's feature map.
 
-    The members' ONNX Runtime threads sleep between calls: threads of one member that
-    busy-wait after its run take the cores from the next member's run (`predict()` of the
-    Lite0 + Lite1 pair took 27 ms median with spinning threads, 14 ms without).
+    `engines` run the `members` in order (`runtime.selection.make_engine` builds them, with
+    ONNX Runtime threads that sleep between calls, so one member's idle threads do not take
+    the cores from the next member's run).
     """
 
     name = "ensemble"
 
-    def __init__(self, bundle: Bundle, backend: str = "auto", threads: int = 0):
-        from dermalens.engine import make_engine
-
+    def __init__(self, bundle: Bundle, members: list[Bundle], engines: list[Engine]):
         self.bundle = bundle
-        # hashes were checked when the ensemble was loaded (as a single bundle's weights are)
-        self.members = load_ensemble_members(bundle, verify=False)
-        self.engines = [
-            make_engine(m, backend, threads, "fp32", spinning=False) for m in self.members
-        ]
-        self.calibrations = [Calibration.of(m) for m in self.members]
+        self.members = members
+        self.engines = engines
+        self.calibrations = [Calibration.of(m) for m in members]
         self.name = "ensemble(" + ", ".join(e.name for e in self.engines) + ")"
 
     def run(self, batch, meta=None):

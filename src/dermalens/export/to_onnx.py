@@ -1,8 +1,9 @@
-"""Bundles from trained models, and ONNX export checked against PyTorch on real images.
+"""ONNX export of a bundle's PyTorch weights, checked against PyTorch on real images.
 
-`dermalens export BUNDLE` writes `model.onnx` with two outputs, `logits` and `features`
-(the last feature map, for CAM heatmaps without PyTorch), and the bundle description in
-the ONNX metadata.
+    dermalens export BUNDLE [--check-images DIR]
+
+`model.onnx` has two outputs, `logits` and `features` (the last feature map, for CAM
+heatmaps without PyTorch), and the bundle description in its metadata.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError, load_bundle, now, replace_dir
-from dermalens.config import TrainConfig
-from dermalens.preprocess import Preprocessing
+from dermalens import patient
+from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError, load_bundle
+from dermalens.export.graph import freeze_pads
+from dermalens.files import now
+from dermalens.preprocess import to_input
+from dermalens.runtime.calibration import Calibration
+from dermalens.runtime.engines import OnnxEngine, TorchEngine
 
 
 class _Exported(torch.nn.Module):
@@ -31,70 +36,6 @@ class _Exported(torch.nn.Module):
         return self.model.classify(fmap, metadata if self.with_meta else None), fmap
 
 
-DATA_LICENCES = {
-    "ham10000": "CC BY-NC-SA 4.0 (HAM10000, Tschandl et al. 2018): non-commercial, share-alike",
-    "isic2019": "CC BY-NC 4.0 (ISIC 2019 challenge data): non-commercial",
-}
-
-
-def model_card(cfg: TrainConfig, source: str = "") -> dict:
-    """The card facts a bundle carries (the web service and `dermalens info` show them)."""
-    return {
-        "intended_use": (
-            "Decision support for clinicians looking at dermoscopic images of skin lesions: "
-            "class probabilities, a benign / malignant triage hint and a heatmap. "
-            "Not a diagnosis and not for use without a clinician."
-        ),
-        "not_for": "Self-diagnosis; clinical (non-dermoscopic) photographs; classes outside "
-        "the model's list; screening decisions without histopathology.",
-        "data": cfg.data,
-        "data_licence": DATA_LICENCES.get(source, "see the training data's licence"),
-        "limits": "Trained on a single public dataset, mostly light skin types; dermoscopic "
-        "images only; performance on other devices and populations is unmeasured.",
-    }
-
-
-def bundle_from_model(
-    model: torch.nn.Module,
-    target: Path,
-    classes: list[str],
-    pre: Preprocessing,
-    cfg: TrainConfig,
-    weight_source: str,
-    history: list[dict] | None = None,
-    source: str = "",
-) -> Bundle:
-    """Write a bundle folder (model.pt + bundle.json); replaces `target` only when complete."""
-    target = Path(target)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / WEIGHTS)
-    bundle = Bundle(
-        path=staging,
-        name=cfg.name or cfg.model,
-        classes=list(classes),
-        preprocessing=pre,
-        arch={
-            "model": cfg.model,
-            "num_classes": len(classes),
-            "drop_rate": cfg.drop_rate,
-            "use_metadata": cfg.use_metadata,
-            "head": "global-average-pool -> linear",
-        },
-        metadata_fields=["age", "sex", "site"] if cfg.use_metadata else [],
-        train_config=cfg.to_dict(),
-        info={
-            "created": now(),
-            "weight_source": weight_source,
-            "history": history or [],
-            "card": model_card(cfg, source),
-        },
-    )
-    bundle.save_description()
-    replace_dir(staging, target)
-    bundle.path = target
-    return bundle
-
-
 def export_onnx(
     bundle_path: str | Path,
     check_images: list[Path] | None = None,
@@ -102,9 +43,6 @@ def export_onnx(
     half_weights: bool = False,
 ) -> dict:
     """Export `model.onnx` into the bundle; check it against PyTorch; return the check."""
-    from dermalens.engine import OnnxEngine, TorchEngine
-    from dermalens.fast import freeze_pads
-
     bundle = load_bundle(bundle_path)
     if bundle.is_ensemble:
         raise BundleError(
@@ -121,9 +59,7 @@ def export_onnx(
     args: tuple = (dummy,)
     names = ["image"]
     if with_meta:
-        from dermalens import metadata
-
-        args = (dummy, torch.from_numpy(metadata.encode())[None])
+        args = (dummy, torch.from_numpy(patient.encode())[None])
         names.append("metadata")
     tmp = Path(tempfile.mkdtemp(prefix="dermalens-onnx-"))
     try:
@@ -158,7 +94,7 @@ def export_onnx(
 
 
 def _embed_description(path: Path, bundle: Bundle) -> None:
-    import onnx
+    import onnx  # not in the core install
 
     model = onnx.load(str(path))
     description = bundle.description()
@@ -174,9 +110,6 @@ def _embed_description(path: Path, bundle: Bundle) -> None:
 
 def compare(bundle: Bundle, reference, candidate, images: list[Path] | None) -> dict:
     """Max |difference| of probabilities and top-1 agreement between two engines."""
-    from dermalens.predict import Calibration
-    from dermalens.preprocess import to_input
-
     pre = bundle.preprocessing
     if images:
         batch = np.stack([to_input(p, pre) for p in images])

@@ -1,13 +1,14 @@
-"""Inference engines behind one interface: ONNX Runtime (serving, no PyTorch) or PyTorch.
-
-`Engine.run(batch, meta)` takes preprocessed float32 NCHW arrays and returns raw logits
-and the last feature map (for CAM heatmaps).
-"""
+"""DOCSTRING runtime/engines.py"""
 
 from __future__ import annotations
 
-import numpy as np
+import os
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+import onnxruntime as ort
+
+from dermalens import patient
 from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError
 
 
@@ -33,10 +34,6 @@ class OnnxEngine(Engine):
     ):
         """`spinning=False`: idle ORT threads sleep at once instead of busy-waiting, which
         leaves the cores to the NumPy work around each call (see `fast.session_options`)."""
-        import onnxruntime as ort
-
-        from dermalens.fast import session_options
-
         self.bundle = bundle
         self.spinning = spinning
         options = session_options(threads, level="all", spinning=spinning)
@@ -61,19 +58,17 @@ class OnnxEngine(Engine):
     def run(self, batch, meta=None):
         feeds = {"image": np.ascontiguousarray(batch, dtype=np.float32)}
         if "metadata" in self.inputs:
-            from dermalens import metadata
-
             feeds["metadata"] = (
                 meta.astype(np.float32)
                 if meta is not None
-                else np.tile(metadata.encode(), (len(batch), 1))
+                else np.tile(patient.encode(), (len(batch), 1))
             )
         logits, features = self.session.run(["logits", "features"], feeds)
         return logits, features
 
     def head(self):
         if self._head is None:
-            import onnx
+            import onnx  # not in the core install: only for heatmaps
             from onnx import numpy_helper
 
             graph = onnx.load(str(self.bundle.file(ONNX)), load_external_data=False).graph
@@ -92,9 +87,10 @@ class TorchEngine(Engine):
     name = "torch"
 
     def __init__(self, bundle: Bundle, threads: int = 0):
+        # the serving install has no PyTorch
         import torch
 
-        from dermalens.models import build_model
+        from dermalens.networks import build_model  # imports torch
 
         self.torch = torch
         self.bundle = bundle
@@ -141,59 +137,73 @@ class TorchEngine(Engine):
         )
 
 
-class TorchBf16Engine(TorchEngine):
-    """PyTorch with bfloat16 autocast (oneDNN uses AVX-512 BF16 or AMX where the CPU has
-    them); logits and features come back as float32."""
-
-    name = "torch-bf16"
-
-    def run(self, batch, meta=None):
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        x = x.contiguous(memory_format=torch.channels_last)
-        m = torch.from_numpy(meta.astype(np.float32)) if meta is not None else None
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            fmap = self.model.features(x)
-            logits = self.model.classify(fmap, m)
-        return logits.float().numpy(), fmap.float().numpy()
+def cores() -> int:
+    """CPU cores this process may use (the affinity mask, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
-def make_engine(
-    bundle: Bundle,
-    backend: str = "auto",
-    threads: int = 0,
-    precision: str = "fp32",
-    spinning: bool = True,
-) -> Engine:
-    """ONNX Runtime when the bundle has an ONNX file (or asked), else PyTorch.
+def session_options(threads: int = 0, level: str = "all", spinning: bool = True):
+    """ORT session options: `threads` intra-op threads (0: every core), one inter-op thread.
 
-    `precision` other than "fp32" serves one of the bundle's accepted variants (see
-    `dermalens.variants`): "int8", "bf16", or "auto" for the fastest accepted one (the
-    plain model when none is accepted). A rejected or missing variant is an error; a
-    variant brings its own backend (int8 and fp32 ONNX Runtime, bf16 PyTorch).
-    `spinning=False` lets idle ONNX Runtime threads sleep at once (see `OnnxEngine`).
+    `spinning=False` makes idle ORT threads sleep at once instead of busy-waiting, which
+    leaves the CPU to image-decoding threads running beside the model.
     """
-    if backend not in ("auto", "onnx", "torch"):
-        raise ValueError(f"backend {backend!r} not in ('auto', 'onnx', 'torch')")
-    if bundle.is_ensemble:
-        if precision not in ("fp32", "auto"):
-            raise BundleError(
-                f"{bundle.path}: an ensemble serves its members at fp32 only, "
-                f"not precision {precision!r}"
-            )
-        from dermalens.ensemble import EnsembleEngine
+    levels = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    if level not in levels:
+        raise ValueError(f"optimisation level {level!r} not in {list(levels)}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = levels[level]
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
-        return EnsembleEngine(bundle, backend, threads)  # its members never spin
-    if precision != "fp32":
-        from dermalens.variants import select_variant, variant_engine
 
-        chosen = select_variant(bundle, precision)
-        if chosen is not None:
-            return variant_engine(bundle, chosen, threads=threads, spinning=spinning)
-    if backend == "onnx" or (backend == "auto" and bundle.has(ONNX)):
-        if not bundle.has(ONNX):
-            raise BundleError(f"{bundle.path}: no {ONNX}; run `dermalens export {bundle.path}`")
-        return OnnxEngine(bundle, threads, spinning=spinning)
-    if not bundle.has(WEIGHTS):
-        raise BundleError(f"{bundle.path}: no {WEIGHTS} for the PyTorch backend")
-    return TorchEngine(bundle, threads)
+class SplitEngine:
+    """Several single-threaded engines, each running a slice of the batch in its own
+    thread. On few cores this can beat one engine with intra-op threads, which must meet
+    at every layer; a batch of one runs on the first engine alone."""
+
+    name = "split"
+
+    def __init__(self, engines: list):
+        self.engines = engines
+        self.bundle = engines[0].bundle
+        self.pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="split")
+
+    def run(self, batch: np.ndarray, meta: np.ndarray | None = None):
+        parts = min(len(self.engines), len(batch))
+        if parts == 1:
+            return self.engines[0].run(batch, meta)
+        edges = np.linspace(0, len(batch), parts + 1).astype(int)
+        jobs = [
+            self.pool.submit(engine.run, batch[a:b], None if meta is None else meta[a:b])
+            for engine, a, b in zip(self.engines, edges[:-1], edges[1:])
+        ]
+        outs = [job.result() for job in jobs]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+    def head(self):
+        return self.engines[0].head()
+
+
+def split_engine(engine, parts: int = 0) -> SplitEngine:
+    """`parts` (0: one per core) single-threaded copies of an ONNX Runtime engine."""
+
+    if not isinstance(engine, OnnxEngine):
+        raise TypeError(f"only ONNX Runtime engines can be split, not {type(engine).__name__}")
+    copies = [
+        OnnxEngine(engine.bundle, 1, path=engine.model_path, spinning=engine.spinning)
+        for _ in range(parts or cores())
+    ]
+    return SplitEngine(copies)

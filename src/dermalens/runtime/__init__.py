@@ -1,0 +1,1 @@
+"""Runtime: engines, calibration, predictor, OOD check, heatmaps, folder streaming, ensembles."""

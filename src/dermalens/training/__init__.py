@@ -1,0 +1,1 @@
+"""Training: the run, its dataset and augmentation, weight soups, bundles from networks."""
