@@ -18,7 +18,7 @@ from PIL import ExifTags, Image
 from sqlalchemy import inspect, text
 
 from dermalens.serve.app import create_app
-from dermalens.serve.db import open_database, migrate
+from dermalens.serve.db import migrate, open_database
 from dermalens.serve.settings import Settings
 from dermalens.serve.tables import Base
 

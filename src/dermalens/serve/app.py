@@ -21,7 +21,7 @@ from dermalens import __version__
 from dermalens.bundle import DESCRIPTION, BundleError
 from dermalens.runtime.predictor import DISCLAIMER, Predictor
 from dermalens.serve import error_handlers
-from dermalens.serve.db import open_database, make_sessions, migrate
+from dermalens.serve.db import make_sessions, migrate, open_database
 from dermalens.serve.middleware import BodyLimit, SecurityHeaders
 from dermalens.serve.routes import api_router, health, page
 from dermalens.serve.settings import Settings
