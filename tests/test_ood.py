@@ -310,14 +310,14 @@ def test_scoring_from_parallel_threads_restores_the_blas_threads():
 
     from threadpoolctl import threadpool_info
 
-    from dermalens.runtime.ood import _knn_distance, _unit
+    from dermalens.runtime.ood import knn_distance, unit_rows
 
     rng = np.random.default_rng(0)
-    bank = _unit(rng.random((300, 64), dtype=np.float32))
-    queries = [_unit(rng.random((n, 64), dtype=np.float32)) for n in (1, 5, 32) * 20]
+    bank = unit_rows(rng.random((300, 64), dtype=np.float32))
+    queries = [unit_rows(rng.random((n, 64), dtype=np.float32)) for n in (1, 5, 32) * 20]
     before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     with ThreadPoolExecutor(8) as pool:
-        scores = list(pool.map(lambda q: _knn_distance(q, bank, 3), queries))
+        scores = list(pool.map(lambda q: knn_distance(q, bank, 3), queries))
     after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     assert after == before
     for q, got in zip(queries, scores):

@@ -84,7 +84,7 @@ class Bundle:
 
     @property
     def is_ensemble(self) -> bool:
-        """Several member networks (see `dermalens.ensemble`), not one."""
+        """Several member networks (see `runtime.ensemble`), not one."""
         return bool(self.info.get("members"))
 
     @property

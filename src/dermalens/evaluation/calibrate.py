@@ -15,8 +15,8 @@
 3. Triage: malignant when P(malignant) = sum of the malignant classes' calibrated
    probabilities reaches the highest threshold that still flags at least
    `Targets.sensitivity` of the validation malignant images.
-4. Out-of-distribution check (`dermalens.ood`): fitted on training images' features,
-   thresholded at a high quantile of validation scores.
+4. Out-of-distribution check (`runtime.ood`, fitted by `evaluation.ood_fit`): fitted on
+   training images' features, thresholded at a high quantile of validation scores.
 
 Results go into the bundle (`temperature`, `thresholds`, `metrics`, `ood.npz`), figures
 into `out_dir`. Validation numbers are optimistic for thresholds chosen on them: report
@@ -43,7 +43,7 @@ from dermalens.data.splits import load_split
 from dermalens.evaluation.evaluate import record_test as record
 from dermalens.evaluation.evaluate import run_table
 from dermalens.evaluation.metrics import expected_calibration_error
-from dermalens.evaluation.ood_fit import _ood, save_ood
+from dermalens.evaluation.ood_fit import fit_ood_check, save_ood
 from dermalens.evaluation.plots import plot_reliability, plot_risk_coverage
 from dermalens.evaluation.thresholds import (
     choose_triage_threshold,
@@ -255,7 +255,7 @@ def calibrate(
     logits = run.logits[:, ok]
     t_only = fit_temperature(logits, labels)
     if bundle.is_ensemble:
-        # the mean of calibrated members' probabilities: nothing to refit (dermalens.ensemble)
+        # the mean of calibrated members' probabilities: nothing to refit (runtime.ensemble)
         temperature, bias = 1.0, np.zeros(len(bundle.classes))
     elif targets.class_bias:
         temperature, bias = fit_temperature_and_bias(logits, labels, temperature_only=t_only)
@@ -286,7 +286,7 @@ def calibrate(
     if "threshold" in metrics["triage"]:
         bundle.thresholds["triage_malignant"] = metrics["triage"]["threshold"]
     if fit_ood:
-        detector, metrics["ood"] = _ood(predictor, run, labels, fit, targets, progress)
+        detector, metrics["ood"] = fit_ood_check(predictor, run, labels, fit, targets, progress)
         save_ood(bundle, detector)
     bundle.metrics.update(metrics)
     bundle.info["calibrated"] = {

@@ -13,14 +13,21 @@ from PIL import Image, ImageDraw
 from dermalens.bundle import Bundle
 from dermalens.evaluation.evaluate import ood_rates, run_table
 from dermalens.files import sha256
-from dermalens.runtime.ood import OOD_FILE, OodDetector, _knn_distance, _unit, pixel_stats, pooled
+from dermalens.runtime.ood import (
+    OOD_FILE,
+    OodDetector,
+    knn_distance,
+    pixel_stats,
+    pooled,
+    unit_rows,
+)
 
 
 def _fit_bank(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     """Unit rows in float16 and the median leave-one-out k-NN distance among them."""
-    bank = _unit(x).astype(np.float16)
+    bank = unit_rows(x).astype(np.float16)
     stored = bank.astype(np.float32)  # what the scores will compare against
-    scale = float(np.median(_knn_distance(stored, stored, k, skip_self=True)))
+    scale = float(np.median(knn_distance(stored, stored, k, skip_self=True)))
     return bank, scale if scale > 1e-9 else 1.0
 
 
@@ -175,7 +182,9 @@ def balanced_sample(table: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     return pd.concat(parts)
 
 
-def _ood(predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, progress) -> tuple:
+def fit_ood_check(
+    predictor, val_run, val_labels, fit: pd.DataFrame | None, targets, progress
+) -> tuple:
     if fit is not None:
         fit = fit[fit["label"].isin(predictor.bundle.classes)]
     if fit is not None and len(fit):

@@ -27,7 +27,7 @@ def tta_views(batch: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Calibration:
-    """From logits to what is shown and answered, as fitted by `dermalens.calibrate`.
+    """From logits to what is shown and answered, as fitted by `evaluation.calibrate`.
 
     Probabilities: softmax(logits / temperature + class_bias), averaged over TTA views;
     calibrated to how often each class is right on validation. Answer: the class with the

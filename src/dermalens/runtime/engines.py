@@ -1,4 +1,12 @@
-"""DOCSTRING runtime/engines.py"""
+"""Inference engines behind one interface: ONNX Runtime (serving, no PyTorch) or PyTorch.
+
+    engine = OnnxEngine(load_bundle("src/dermalens/bundled/default"))
+    logits, features = engine.run(batch)  # batch: preprocessed float32 N x 3 x H x W
+
+`Engine.run(batch, meta)` returns raw logits and the last feature map (for CAM heatmaps
+and the OOD check). `session_options` holds the ONNX Runtime thread settings used
+everywhere; `SplitEngine` runs slices of a batch on several single-threaded sessions.
+"""
 
 from __future__ import annotations
 

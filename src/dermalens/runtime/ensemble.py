@@ -1,5 +1,7 @@
 """Ensembles of bundles: several networks behind one self-describing bundle.
 
+    dermalens ensemble A B --out DIR --data DATA --split-file runs/x/split.csv
+
 An ensemble bundle is a folder with its own `bundle.json` (classes, preprocessing,
 calibration, thresholds, metrics) and a `members/` folder that holds a copy of each
 member bundle, so the folder moves and serves as one piece.
@@ -8,9 +10,8 @@ Its probabilities are the mean of the members' calibrated probabilities,
 p = mean_m(p_m) (the engine returns log p as its logits, so the ensemble's own
 temperature is 1 and its class bias 0). Its answer is argmax(log p + mean_m(d_m)), with
 d_m member m's decision bias: the members' class-weighted ranking, carried over.
-Averaging calibrated probabilities keeps them calibrated; refitting a temperature and a
-bias on the mean of the members' logits instead did worse on held-out images (test ECE
-0.041 against 0.018 for the Lite0 + Lite1 pair, benchmarks/RESULTS.md). Calibrating an
+Averaging calibrated probabilities keeps them calibrated (refitting on the mean of the
+members' logits did worse; benchmarks/RESULTS.md, "Ensemble bundles"). Calibrating an
 ensemble (`dermalens calibrate`) therefore fits only its abstention and triage
 thresholds and its OOD check. The feature map (for the OOD check and the heatmap) is the
 first member's.

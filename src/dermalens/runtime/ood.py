@@ -1,11 +1,14 @@
 """Is this a dermoscopic skin image at all? An out-of-distribution (OOD) check, NumPy only.
 
+    detector = load_ood(bundle)  # None when the bundle has no ood.npz
+    scores, not_skin, reasons = detector.check(pooled(feature_map), pixel_stats(batch, pre))
+
 Three cheap pixel tests catch frames with nothing to classify: a flat frame (blank, black, a
 lens cap: pixel spread below `min_pixel_std`), pixel noise (neighbouring pixels almost
 uncorrelated, below `min_neighbour_corr`; every photograph, dermoscopic or not, is far
 above it) and a greyscale frame (mean spread between the colour channels below
 `min_colour`: scans, documents, black-and-white photos; dermoscopy is always colour, and
-the least colourful of the 8,788 HAM10000 images has a mean channel spread of 5.3).
+the least colourful HAM10000 image is far above the limit).
 
 Everything else is judged twice, and an image is not skin if either judge says so.
 First on the model's own features: the last feature map, mean-pooled
@@ -18,25 +21,18 @@ left out of its own neighbours), so it is about 1 on typical skin images.
 Then on its colours, which do not depend on the model: a colour descriptor (a 12 x 12
 histogram of rg chromaticity, r = R / (R + G + B), and an 8-bin histogram of brightness,
 max(R, G, B); square-rooted, unit length) gets the same k-th-nearest-neighbour score
-against the same training images. The feature score alone depends on how a training run
-shaped the features: over five runs it let 0 to 3 of the 12 probe images through (with the
-greyscale test on); the colour score catches the photos whose colours are far from skin
-(coffee, rocket) whatever the model. Its threshold is a higher quantile
-(`colour_threshold`, 99.5% of validation skin images by default), so it adds about half a
-point of false rejects on validation skin images (0.2 on test, averaged over those runs;
-benchmarks/RESULTS.md).
-
-Why nearest neighbours: the first version modelled the features with class means and one
-shared covariance (Mahalanobis). For the metadata + EMA model it let 5 of 12 probe images
-through (all the natural photos) and rejected 10.5 % of validation vascular lesions; the
-nearest-neighbour score, on the same features, rejects all 12 probes and no vascular
-lesion (measured on the seed-0 split; numbers in benchmarks/RESULTS.md).
+against the same training images. The feature score depends on how a training run
+shaped the features; the colour score catches photos whose colours are far from skin
+whatever the model. Its threshold is a higher quantile (`colour_threshold`). How often
+each judge lets probe images through, and what each costs in false rejects of skin
+images, is measured in benchmarks/RESULTS.md (and why nearest neighbours replaced a
+Mahalanobis model).
 
 The threshold is a high quantile of the scores of held-out (validation) skin images, so
 its false-reject rate on skin images is known by construction; measure it again on test.
 The fit lives in the bundle as `ood.npz` (the sample's unit feature vectors in float16);
 `bundle.thresholds["ood_above"]` holds the threshold in force and
-`bundle.info["ood_sha256"]` the file's hash.
+`bundle.info["ood_sha256"]` the file's hash. Fitting lives in `evaluation.ood_fit`.
 """
 
 from __future__ import annotations
@@ -170,7 +166,7 @@ class OodDetector:
                 f"{OOD_FILE} has {self._colour_bank.shape[1]} colour dimensions but this "
                 f"version computes {x.shape[1]}: re-run `dermalens calibrate`"
             )
-        return _knn_distance(_unit(x), self._colour_bank, self.k) / self.colour_scale
+        return knn_distance(unit_rows(x), self._colour_bank, self.k) / self.colour_scale
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """OOD score per row of pooled features (N x C); about 1 on typical skin images."""
@@ -180,7 +176,7 @@ class OodDetector:
                 f"{OOD_FILE} was fitted on {self._bank.shape[1]} features but the model "
                 f"gives {x.shape[-1]}: re-run `dermalens calibrate`"
             )
-        return _knn_distance(_unit(x), self._bank, self.k) / self.scale
+        return knn_distance(unit_rows(x), self._bank, self.k) / self.scale
 
     def pixel_reasons(self, pixels: np.ndarray) -> list[str]:
         """The three pixel tests alone, per row of `pixel_stats`: the reason, or "" if passed."""
@@ -273,11 +269,11 @@ class OodDetector:
         return cls(**values)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-SMALL_QUERY = 64  # up to a batch of rows scored on one BLAS thread (see `_knn_distance`)
+SMALL_QUERY = 64  # up to a batch of rows scored on one BLAS thread (see `knn_distance`)
 
 
 _BLAS_LOCK = threading.Lock()
@@ -301,7 +297,7 @@ def _similarities(part: np.ndarray, bank: np.ndarray) -> np.ndarray:
         return part @ bank.T
 
 
-def _knn_distance(x: np.ndarray, bank: np.ndarray, k: int, skip_self: bool = False):
+def knn_distance(x: np.ndarray, bank: np.ndarray, k: int, skip_self: bool = False):
     """Cosine distance of each unit row of `x` to its k-th nearest unit row of `bank`."""
     out = np.empty(len(x), np.float32)
     kth = k + 1 if skip_self else k  # a bank image's nearest neighbour is itself

@@ -1,12 +1,15 @@
 """Prediction: `Predictor(bundle).predict(image)` -> a typed `Prediction`.
 
+    from dermalens import Predictor
+    result = Predictor("src/dermalens/bundled/default").predict("lesion.jpg", top_k=3)
+
 The CLI, `evaluate`, the web service and Python users all go through `Predictor`, and it
 preprocesses with `preprocess.to_input`: one path from pixels to probabilities.
 
 Optional test-time augmentation (`tta=True`) averages the probabilities of the input, its
 horizontal and vertical flips and its 180-degree rotation, made on the preprocessed
 array (one batched model call, no second decode). When the bundle holds an OOD check
-(`ood.npz`, see `dermalens.ood`), an image that does not look like a dermoscopic skin
+(`ood.npz`, see `runtime.ood`), an image that does not look like a dermoscopic skin
 image gets `not_skin=True`, `uncertain=True` and triage "not_skin".
 """
 
@@ -111,7 +114,7 @@ class Predictor:
         spinning: bool = True,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        # precision: "fp32" (model.onnx), a variant name, or "auto" (see dermalens.variants)
+        # precision: "fp32" (model.onnx) or "auto" (see runtime.selection)
         # spinning: ONNX Runtime threads busy-wait between calls (see `OnnxEngine`)
         self.engine: Engine = make_engine(self.bundle, backend, threads, precision, spinning)
         self.pre = self.bundle.preprocessing

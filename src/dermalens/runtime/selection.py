@@ -1,5 +1,7 @@
 """Which engine serves a bundle: ONNX Runtime or PyTorch, an accepted precision variant, or
 an ensemble of member engines.
+
+    from dermalens.runtime.selection import make_engine
     engine = make_engine(load_bundle("runs/x/bundle"), precision="auto")
 """
 
