@@ -172,8 +172,4 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return make_config(**values)
 
 
-def field_default(name: str) -> Any:
-    return getattr(TrainConfig(), name)
-
-
 __all__ = ["TrainConfig", "ConfigError", "make_config", "config_from_dict"]

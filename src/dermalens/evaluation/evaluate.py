@@ -114,18 +114,6 @@ def run_table(
     return TableRun(logits, features, pixels, problems)
 
 
-def predict_table(
-    predictor: Predictor,
-    table: pd.DataFrame,
-    batch_size: int = 32,
-    progress: bool = True,
-    tta: bool | None = None,
-) -> tuple[np.ndarray, list[str]]:
-    """Probabilities for every row (NaN rows where the image is unreadable) and problems."""
-    run = run_table(predictor, table, batch_size, progress, tta)
-    return predictor.calibrated(run.logits), run.problems
-
-
 def evaluate_table(
     bundle: Bundle,
     table: pd.DataFrame,

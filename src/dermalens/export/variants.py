@@ -169,24 +169,6 @@ def export_variant(
     return record
 
 
-def variants_card(bundle: Bundle) -> list[dict]:
-    """One row per recorded variant for the model card: agreement, accuracy and speed."""
-    keys = (
-        "accepted",
-        "top1_agreement",
-        "max_abs_prob_diff",
-        "images",
-        "balanced_accuracy",
-        "reference_balanced_accuracy",
-        "images_per_s",
-        "reference_images_per_s",
-        "measured_on",
-        "size_bytes",
-    )
-    variants = bundle.info.get("variants") or {}
-    return [{"precision": p, **{k: variants[p].get(k) for k in keys}} for p in sorted(variants)]
-
-
 def held_out_images(
     data: str | Path, split_file: str | Path, part: str = "test"
 ) -> tuple[list[Path], list[str]]:
