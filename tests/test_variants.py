@@ -1,8 +1,10 @@
-"""Model variants (optimised fp32, int8, bf16): correctness, never timing.
+"""The optimised fp32 variant (`model.opt.onnx`): correctness and selection, never timing.
 
-Each shipped variant must still agree with the fp32 model on the fixture images at least
-as well as its recorded threshold; a rejected or altered variant is never served; the
-graph rewrites and the lean input path leave the numbers unchanged.
+The one variant the library builds must agree with the plain model on the fixture images
+at least as well as its recorded threshold; a rejected, altered or no faster variant is
+never served; the graph rewrites and the lean input path leave the numbers unchanged.
+Speeds are faked (`throughput` patched) so selection is tested without timing anything.
+int8 and bf16 left the library (benchmarks/lowprec.py); asking for them is an error.
 """
 
 from __future__ import annotations
@@ -12,34 +14,43 @@ import shutil
 
 import numpy as np
 import pytest
-from lowprec import Int8Config
 
+import dermalens.export.variants as variants_module
 from conftest import DEFAULT_MODEL, make_tiny_ham
-from dermalens.bundle import ONNX, BundleError, load_bundle
-from dermalens.export.variants import agreement, export_variant
+from dermalens.bundle import ONNX, load_bundle
+from dermalens.errors import VariantRejected
+from dermalens.export.variants import agreement, export_variant, export_variants
+from dermalens.files import sha256
 from dermalens.runtime.engines import OnnxEngine
-from dermalens.runtime.selection import (
-    FILES,
-    accepted_variants,
-    make_engine,
-    select_variant,
-    variant_engine,
-)
+from dermalens.runtime.selection import VARIANT, VARIANT_FILE, accepted_variant, make_engine
+
+FAKE_SPEED = {"variant": 300.0, "plain": 200.0}  # images/s "measured" at export
+
+
+def fake_throughput(engine, bundle, batch: int = 32, seconds: float = 2.0) -> float:
+    """The staged variant is "faster" than the plain model; nothing is timed."""
+    return FAKE_SPEED["variant" if engine.model_path.endswith(VARIANT_FILE) else "plain"]
+
+
+def export_with_fake_speed(path, images, **kwargs) -> dict:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(variants_module, "throughput", fake_throughput)
+        return export_variant(path, images, **kwargs)
+
+
+def variant_engine(bundle) -> OnnxEngine:
+    return OnnxEngine(bundle, path=str(bundle.file(VARIANT_FILE)))
+
+
+def served_file(engine) -> str:
+    return engine.model_path.rsplit("/", 1)[-1]
 
 
 @pytest.fixture(scope="module")
-def calib_images(tmp_path_factory):
-    """Flipped / re-toned copies of the fixture images: never the evaluation images."""
-    root = make_tiny_ham(tmp_path_factory.mktemp("calib") / "ham", copies=3)
-    return sorted((root / "images").glob("*.jpg"))
-
-
-@pytest.fixture(scope="module")
-def variant_bundle(tiny_bundle, calib_images, fixture_images, tmp_path_factory):
+def variant_bundle(tiny_bundle, fixture_images, tmp_path_factory):
     path = tmp_path_factory.mktemp("variants") / "tiny"
     shutil.copytree(tiny_bundle, path)
-    for precision in ("fp32", "int8", "bf16"):
-        export_variant(path, precision, calib_images, fixture_images, measure_speed=False)
+    export_with_fake_speed(path, fixture_images)
     return path
 
 
@@ -50,91 +61,111 @@ def shipped_bundles(variant_bundle):
     return [variant_bundle, DEFAULT_MODEL] if shipped else [variant_bundle]
 
 
-def test_records_every_variant(variant_bundle):
+def test_records_the_variant(variant_bundle):
     variants = load_bundle(variant_bundle).info["variants"]
-    assert set(variants) == {"fp32", "int8", "bf16"}
+    assert set(variants) == {"fp32"}
     for precision, rec in variants.items():
         assert rec["images"] == 7
         assert rec["threshold"] == {"top1_agreement": 0.99, "max_abs_prob_diff": 0.02}
         assert rec["accepted"] == (
             rec["top1_agreement"] >= 0.99 and rec["max_abs_prob_diff"] <= 0.02
         ), precision
-    int8 = variants["int8"]
-    assert int8["config"]["per_channel"] and int8["config"]["format"] == "qdq"
-    assert any("Gemm" in name for name in int8["kept_fp32"])  # the head stays in float
-    assert int8["calibration_images"] == 21
+
+
+def test_accepted_variant_is_recorded_with_hash_and_speed_and_served(variant_bundle):
+    bundle = load_bundle(variant_bundle)
+    rec = bundle.info["variants"][VARIANT]
+    assert rec["accepted"] and rec["file"] == VARIANT_FILE
+    assert rec["sha256"] == sha256(bundle.file(VARIANT_FILE))
+    assert rec["images_per_s"] == 300.0 and rec["reference_images_per_s"] == 200.0
+    assert rec["measured_on"] and rec["size_bytes"] == bundle.file(VARIANT_FILE).stat().st_size
+    assert accepted_variant(bundle) == rec
+    engine = make_engine(bundle, precision="auto")
+    assert isinstance(engine, OnnxEngine) and served_file(engine) == VARIANT_FILE
+    assert served_file(make_engine(bundle, precision="fp32")) == ONNX  # fp32: the plain model
 
 
 def test_shipped_variants_hold_their_threshold(variant_bundle, fixture_images):
     for path in shipped_bundles(variant_bundle):
         bundle = load_bundle(path)
         reference = OnnxEngine(bundle)
-        for precision, rec in accepted_variants(bundle).items():
-            engine = variant_engine(bundle, precision)
-            if rec["engine"] == "onnxruntime":
-                assert [o.name for o in engine.session.get_outputs()][:2] == [
-                    "logits",
-                    "features",
-                ]
-            result = agreement(bundle, reference, engine, fixture_images)
-            limits = rec["threshold"]
-            assert result.top1_agreement >= limits["top1_agreement"], (path, precision)
-            assert result.max_abs_prob_diff <= limits["max_abs_prob_diff"], (path, precision)
+        rec = accepted_variant(bundle)
+        if rec is None:
+            continue
+        engine = variant_engine(bundle)
+        assert [o.name for o in engine.session.get_outputs()][:2] == ["logits", "features"]
+        result = agreement(bundle, reference, engine, fixture_images)
+        limits = rec["threshold"]
+        assert result.top1_agreement >= limits["top1_agreement"], path
+        assert result.max_abs_prob_diff <= limits["max_abs_prob_diff"], path
 
 
 def test_optimised_fp32_gives_the_same_answers(variant_bundle, fixture_images):
     bundle = load_bundle(variant_bundle)
-    result = agreement(bundle, OnnxEngine(bundle), variant_engine(bundle, "fp32"), fixture_images)
+    result = agreement(bundle, OnnxEngine(bundle), variant_engine(bundle), fixture_images)
     assert result.top1_agreement == 1.0 and result.max_abs_prob_diff < 1e-5
 
 
-def test_rejected_variant_is_never_served(variant_bundle, calib_images, fixture_images, tmp_path):
+@pytest.mark.parametrize("limit", [{"top1_min": 1.01}, {"max_prob_diff": -1.0}])
+def test_rejected_variant_is_recorded_removed_and_never_served(
+    variant_bundle, fixture_images, tmp_path, limit
+):
     path = tmp_path / "b"
     shutil.copytree(variant_bundle, path)
-    rec = export_variant(
-        path, "int8", calib_images, fixture_images, top1_min=1.01, measure_speed=False
-    )
-    assert not rec["accepted"] and "sha256" not in rec
-    assert not (path / FILES["int8"]).exists()  # the earlier accepted file is gone too
+    assert (path / VARIANT_FILE).exists()  # the earlier accepted file
+    with pytest.raises(VariantRejected) as caught:
+        export_with_fake_speed(path, fixture_images, **limit)
+    message = str(caught.value)
+    assert "\n" not in message and message.endswith("on 7 held-out images")
+    assert "the fp32 variant was not kept: top-1 agreement" in message
+    expected = "(needs >= 1.01)" if "top1_min" in limit else "(needs <= -1.0)"
+    assert expected in message
+    rec = load_bundle(path).info["variants"][VARIANT]
+    assert not rec["accepted"] and "sha256" not in rec and "images_per_s" not in rec
+    assert rec["threshold"] == {
+        "top1_agreement": limit.get("top1_min", 0.99),
+        "max_abs_prob_diff": limit.get("max_prob_diff", 0.02),
+    }
+    assert not (path / VARIANT_FILE).exists()  # the earlier accepted file is gone too
     bundle = load_bundle(path)
-    assert "int8" not in accepted_variants(bundle)
-    assert select_variant(bundle, "auto") != "int8"
-    with pytest.raises(BundleError, match="int8 variant was rejected"):
-        make_engine(bundle, precision="int8")
+    assert accepted_variant(bundle) is None
+    assert served_file(make_engine(bundle, precision="auto")) == ONNX
 
 
 def test_altered_variant_file_is_not_served(variant_bundle, tmp_path):
     path = tmp_path / "b"
     shutil.copytree(variant_bundle, path)
-    with open(path / FILES["fp32"], "ab") as fh:
+    assert accepted_variant(load_bundle(path)) is not None
+    with open(path / VARIANT_FILE, "ab") as fh:
         fh.write(b"\0")
     bundle = load_bundle(path)
-    assert "fp32" not in accepted_variants(bundle)
-    with pytest.raises(BundleError, match="missing or changed file"):
-        select_variant(bundle, "fp32")
+    assert accepted_variant(bundle) is None
+    assert served_file(make_engine(bundle, precision="auto")) == ONNX
 
 
 def test_auto_precision_serves_an_accepted_variant_or_the_plain_model(variant_bundle):
     bundle = load_bundle(variant_bundle)
-    chosen = select_variant(bundle, "auto")
-    assert chosen is None or chosen in accepted_variants(bundle)
+    chosen = accepted_variant(bundle)
     engine = make_engine(bundle, precision="auto")
-    if chosen is None:
-        assert isinstance(engine, OnnxEngine)
+    assert isinstance(engine, OnnxEngine)
+    assert served_file(engine) == (ONNX if chosen is None else VARIANT_FILE)
     with pytest.raises(ValueError, match="precision 'int4'"):
-        select_variant(bundle, "int4")
+        make_engine(bundle, precision="int4")
 
 
-def test_calibration_and_evaluation_images_must_differ(tiny_bundle, fixture_images):
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_int8_and_bf16_are_not_built(variant_bundle, tmp_path, precision):
+    bundle = load_bundle(variant_bundle)
+    with pytest.raises(ValueError, match=f"precision '{precision}'") as caught:
+        make_engine(bundle, precision=precision)
+    assert "builds no int8 or bf16 variant" in str(caught.value)
+    with pytest.raises(ValueError, match="int8 and bf16 never met the agreement bar"):
+        export_variants(variant_bundle, [precision], tmp_path, tmp_path / "split.csv")
+
+
+def test_export_variant_needs_held_out_images(tiny_bundle):
     with pytest.raises(ValueError, match="held-out"):
-        export_variant(tiny_bundle, "int8", fixture_images[:3], fixture_images)
-
-
-def test_int8_config_rejects_unknown_settings():
-    with pytest.raises(ValueError, match="calibration 'kl'"):
-        Int8Config(calibration="kl")
-    with pytest.raises(ValueError, match=r"\['neck'\]"):
-        Int8Config(keep_fp32=("stem", "neck"))
+        export_variant(tiny_bundle, [])
 
 
 def test_frozen_pads_keep_the_numbers(tmp_path):
@@ -184,20 +215,6 @@ def test_lean_input_path_is_bit_identical(tiny_bundle, fixture_images):
         assert np.array_equal(out, to_input(path, pre))
 
 
-def test_normalise_fast_is_bit_identical(fixture_images):
-    from lowprec import normalise_fast
-
-    from dermalens.imageio import load_image
-    from dermalens.preprocess import Preprocessing, normalise
-
-    odd = Preprocessing(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
-    for pre in (Preprocessing(), odd):
-        for path in fixture_images:
-            image = load_image(path)
-            fast = normalise_fast(image, pre)
-            assert fast.flags.c_contiguous and np.array_equal(fast, normalise(image, pre))
-
-
 def test_predict_folder_streams_in_order(tiny_bundle, fixture_images, tmp_path):
     from dermalens.runtime.folder import predict_folder
     from dermalens.runtime.predictor import Predictor
@@ -233,40 +250,33 @@ def test_plain_model_is_untouched_by_variants(variant_bundle):
     assert bundle.has(ONNX) and bundle.info["onnx_sha256"]
 
 
-def test_export_variants_on_a_split(tiny_bundle, calib_images, tmp_path):
+def test_export_variants_on_a_split(tiny_bundle, tmp_path):
     from dermalens.data.loaders import load_dataset
     from dermalens.data.splits import grouped_split, save_split
-    from dermalens.export.variants import export_variants
 
-    data = calib_images[0].parents[1]
+    data = make_tiny_ham(tmp_path / "ham", copies=3)
     split = grouped_split(load_dataset(data), (0.5, 0.1, 0.4))
     save_split(split, tmp_path / "split.csv")
     path = tmp_path / "b"
     shutil.copytree(tiny_bundle, path)
-    records = export_variants(
-        path, ["fp32"], data, tmp_path / "split.csv", calib=4, measure_speed=False
-    )
+    records = export_variants(path, ["fp32"], data, tmp_path / "split.csv", measure_speed=False)
     rec = records["fp32"]
     assert rec["images"] == int((split["split"] == "test").sum())
     assert rec["accepted"] and rec["balanced_accuracy"] == rec["reference_balanced_accuracy"]
     assert load_bundle(path).info["variants"]["fp32"]["sha256"] == rec["sha256"]
+    assert accepted_variant(load_bundle(path)) is None  # speed not measured: not served
 
 
-def test_auto_picks_the_fastest_accepted_variant(variant_bundle, tmp_path):
+def test_auto_serves_the_variant_only_when_measured_faster(variant_bundle, tmp_path):
     path = tmp_path / "b"
     shutil.copytree(variant_bundle, path)
     bundle = load_bundle(path)
-    variants = bundle.info["variants"]
-    for rec in variants.values():  # pretend all agree; speeds as measured at export
-        rec.update(accepted=True, reference_images_per_s=250.0)
-    variants["fp32"]["images_per_s"] = 300.0
-    variants["bf16"]["images_per_s"] = 120.0
-    variants["int8"]["images_per_s"] = 420.0
-    if "sha256" not in variants["int8"]:  # the tiny int8 was rejected: no file to serve
-        assert select_variant(bundle) == "fp32"
-        return
-    assert select_variant(bundle) == "int8"
-    variants["int8"]["accepted"] = False
-    assert select_variant(bundle) == "fp32"
-    variants["fp32"]["images_per_s"] = 240.0  # no faster than the plain model.onnx
-    assert select_variant(bundle) is None
+    rec = bundle.info["variants"]["fp32"]
+    rec.update(images_per_s=300.0, reference_images_per_s=250.0)  # as measured at export
+    assert accepted_variant(bundle) is rec
+    rec["accepted"] = False
+    assert accepted_variant(bundle) is None
+    rec["accepted"] = True
+    rec["images_per_s"] = 240.0  # no faster than the plain model.onnx
+    assert accepted_variant(bundle) is None
+    assert served_file(make_engine(bundle, precision="auto")) == ONNX
