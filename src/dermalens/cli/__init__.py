@@ -3,11 +3,13 @@
 dermalens predict IMAGE_OR_FOLDER...       # bundled default model
 dermalens train [config.json] key=value ...
 dermalens evaluate MODEL DATA [--split test --split-file runs/x/split.csv]
-dermalens export MODEL [--check-images DIR]
+dermalens export MODEL [--check-images DIR] [--precision fp32 --data DATA --split-file S]
 dermalens calibrate MODEL DATA --split-file runs/x/split.csv
 dermalens ensemble MODEL MODEL... --out DIR [--data DATA --split-file runs/x/split.csv]
+dermalens soup RUN --out DIR (--epochs N... | --greedy)
 dermalens data check DATA
 dermalens serve [--model M --host H --port P]
+dermalens info [MODEL]
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     maps_query: str = "dermatologist"
     top_k: int = Field(3, ge=1, le=50)
     threads: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0: all cores
-    # "auto": the bundle's fastest variant whose recorded agreement with fp32 passed (the
-    # plain model.onnx when none has); or "fp32" / "int8" / "bf16" to insist on one
+    # "auto": the bundle's optimised graph when it was accepted and measured faster (else the
+    # plain model.onnx); "fp32": always the plain model.onnx
     precision: str = Field("auto", pattern="^(auto|fp32)$")
     tta: bool = False  # average over flips and a 180-degree turn (4x the inference time)
     display_width: int = Field(480, ge=64, le=2048)  # width of the heatmap overlay PNG
