@@ -2,11 +2,19 @@
 
 Each loader maps its own labels onto these codes, so a model trained on HAM10000 and
 one trained on ISIC 2019 or an image-folder set speak the same language.
+
+Image-folder sets may hold classes the taxonomy does not know (DermNet NZ has 381). The
+folder loader registers them as *open* classes (`register_class`): a code that is the
+folder name's slug, a display name, and a malignant flag that is None (unknown) unless a
+`classes.csv` declares it. `is_malignant` returns None for unknown malignancy: such a
+class counts as not malignant in a summed P(malignant), and no triage can be given.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -14,7 +22,7 @@ from dataclasses import dataclass
 class LesionClass:
     code: str
     name: str
-    malignant: bool
+    malignant: bool | None  # None: unknown (an open class nobody has declared)
 
 
 # Canonical classes. The first seven are HAM10000's; the rest cover ISIC 2019 and DermNet.
@@ -83,6 +91,8 @@ ALIASES: dict[str, str] = {
     "vascular_lesion": "vasc",
     "vascular_lesions": "vasc",
     "squamous_cell_carcinoma": "scc",
+    "melanocytic_naevus": "nv",
+    "melanocytic_naevi": "nv",
     # DermNet folder names
     "acne_and_rosacea_photos": "acne_rosacea",
     "actinic_keratosis_basal_cell_carcinoma_and_other_malignant_lesions": ("actinic_keratosis_bcc"),
@@ -110,26 +120,65 @@ ALIASES: dict[str, str] = {
 }
 
 
+# Classes read from image-folder names (or a classes.csv) at load time: code -> class.
+OPEN_CLASSES: dict[str, LesionClass] = {}
+
+
 def _slug(label: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", label.strip().lower()).strip("_")
+    """Lowercase ascii, accents folded (é -> e), every other run of characters -> '_'."""
+    decomposed = unicodedata.normalize("NFKD", label)
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return re.sub(r"[^a-z0-9]+", "_", folded.strip().lower()).strip("_")
+
+
+def known_code(label: str) -> str | None:
+    """The taxonomy's code for a label (a code or an alias), or None if it is not known."""
+    slug = _slug(label)
+    return slug if slug in CLASSES else ALIASES.get(slug)
+
+
+def open_code(label: str) -> str:
+    """A stable code for a label the taxonomy does not know: its slug, e.g.
+    "Acute febrile neutrophilic dermatosis (Sweet syndrome)" ->
+    "acute_febrile_neutrophilic_dermatosis_sweet_syndrome"; a label with no ascii
+    letters or digits gets "class_" and 8 hex digits of its SHA-1."""
+    slug = _slug(label)
+    return slug or "class_" + hashlib.sha1(label.encode()).hexdigest()[:8]
+
+
+def register_class(code: str, name: str, malignant: bool | None = None) -> LesionClass:
+    """Record an open class so `display_name` and `is_malignant` know it (the last wins)."""
+    if code in CLASSES:
+        raise ValueError(f"class code {code!r} is the taxonomy's own: it cannot be redefined")
+    OPEN_CLASSES[code] = LesionClass(code, name, malignant)
+    return OPEN_CLASSES[code]
 
 
 def canonical(label: str) -> str:
     """Map a source label to its canonical code; raise ValueError naming it if unknown."""
-    slug = _slug(label)
-    if slug in CLASSES:
-        return slug
-    if slug in ALIASES:
-        return ALIASES[slug]
+    code = known_code(label)
+    if code is not None:
+        return code
     raise ValueError(
         f"unknown class label {label!r}: add it to dermalens.taxonomy.ALIASES "
         f"or use one of {sorted(CLASSES)}"
     )
 
 
+def lookup(code: str) -> LesionClass | None:
+    """The taxonomy's class, else the registered open class, else None."""
+    return CLASSES.get(code) or OPEN_CLASSES.get(code)
+
+
 def display_name(code: str) -> str:
-    return CLASSES[code].name if code in CLASSES else code
+    found = lookup(code)
+    return found.name if found else code
 
 
-def is_malignant(code: str) -> bool:
-    return code in CLASSES and CLASSES[code].malignant
+def is_malignant(code: str) -> bool | None:
+    """True or False when known; None when nobody has said (an open or unknown class).
+
+    Callers summing P(malignant) count None as not malignant, and must give no triage
+    for a model with such classes (see the module docstring)."""
+    found = lookup(code)
+    return found.malignant if found else None

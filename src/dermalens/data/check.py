@@ -1,4 +1,5 @@
-"""Data checks: unreadable images, exact and near duplicates, labels and images that do not pair.
+"""Data checks: unreadable images, exact and near duplicates, labels and images that do not pair,
+tiny classes, and photos filed under two or more class folders (which the folder loader drops).
 
     dermalens data check DATA [--json]
 
@@ -17,6 +18,7 @@ import pandas as pd
 from dermalens.data.dedupe import clusters, duplicate_extras, file_hash, image_phash, near_pairs
 from dermalens.data.loaders import load_dataset
 from dermalens.data.records import (
+    CONFLICTING_LABELS,
     IMAGE_WITHOUT_LABEL,
     LABEL_WITHOUT_IMAGE,
     UNREADABLE,
@@ -27,6 +29,8 @@ from dermalens.data.records import (
 from dermalens.imageio import ImageError, load_image
 
 SHOW = 10  # groups / items listed per section in the text report
+TINY = 10  # a class with fewer images than this is reported as tiny
+CONFLICT_RULE = "dropped: kept under none of their folders"
 
 
 def unreadable(paths: pd.Series, ids: pd.Series) -> dict[str, str]:
@@ -63,6 +67,10 @@ class CheckReport:
     labels_without_images: list[str] = field(default_factory=list)
     images_without_labels: list[str] = field(default_factory=list)
     other_problems: list[str] = field(default_factory=list)
+    tiny_classes: dict[str, int] = field(default_factory=dict)
+    conflicting_exact: list[list[str]] = field(default_factory=list)
+    conflicting_near: list[list[str]] = field(default_factory=list)
+    conflict_rule: str = CONFLICT_RULE
 
     @property
     def ok(self) -> bool:
@@ -77,6 +85,9 @@ class CheckReport:
         lines += [f"  {k:<{width}}  {v:>6}" for k, v in self.counts.items()]
         lines.append(f"Unreadable or truncated images: {len(self.unreadable)}")
         lines += _listed([f"{k}: {v}" for k, v in self.unreadable.items()])
+        lines.append(f"Tiny classes (fewer than {TINY} images): {len(self.tiny_classes)}")
+        lines += _listed([f"{k}: {v}" for k, v in self.tiny_classes.items()])
+        lines += self._conflict_lines()
         lines.append(
             f"Exact duplicates: {len(self.exact_duplicates)} groups, "
             f"{self.exact_cross_lesion} spanning more than one lesion"
@@ -98,6 +109,15 @@ class CheckReport:
         lines.append("OK" if self.ok else "NOT OK: some images cannot be decoded")
         return "\n".join(lines)
 
+    def _conflict_lines(self) -> list[str]:
+        groups = self.conflicting_exact + self.conflicting_near
+        lines = [
+            f"Conflicting labels: {len(groups)} photos in 2+ class folders "
+            f"({len(self.conflicting_exact)} as exact copies, {len(self.conflicting_near)} as "
+            f"near copies across folders), {sum(map(len, groups))} images, {self.conflict_rule}"
+        ]
+        return lines + _listed([_ids(g) for g in groups])
+
 
 def _listed(items: list[str]) -> list[str]:
     more = [f"  ... and {len(items) - SHOW} more"] if len(items) > SHOW else []
@@ -115,6 +135,10 @@ def _split_problems(problems: list[str], report: CheckReport) -> None:
             report.labels_without_images.append(problem.removeprefix(LABEL_WITHOUT_IMAGE))
         elif problem.startswith(IMAGE_WITHOUT_LABEL):
             report.images_without_labels.append(problem.removeprefix(IMAGE_WITHOUT_LABEL))
+        elif problem.startswith(CONFLICTING_LABELS):
+            kind, _, ids = problem.removeprefix(CONFLICTING_LABELS).partition(": ")
+            exact = kind == "exact copies"
+            (report.conflicting_exact if exact else report.conflicting_near).append(json.loads(ids))
         elif problem.startswith(UNREADABLE):
             name, _, reason = problem.removeprefix(UNREADABLE).partition(": ")
             report.unreadable[name] = reason
@@ -140,6 +164,7 @@ def check_dataset(path: str | Path | Dataset, near_threshold: int = 4) -> CheckR
     table = dataset.table
     report = CheckReport(str(dataset.root), dataset.source, len(table), dataset.counts())
     report.near_threshold = near_threshold
+    report.tiny_classes = {k: v for k, v in report.counts.items() if v < TINY}
     _split_problems(dataset.problems, report)
     ids, sha, phash = [], [], []
     for image_id, file in zip(table["image_id"], table["path"]):

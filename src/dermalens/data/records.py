@@ -25,6 +25,8 @@ COLUMNS = [
 LABEL_WITHOUT_IMAGE = "label without image: "
 IMAGE_WITHOUT_LABEL = "image without label: "
 UNREADABLE = "unreadable image: "
+# Followed by "exact copies: " or "near copies: " and a JSON list of the image_ids dropped.
+CONFLICTING_LABELS = "conflicting labels, "
 
 SEXES = ("male", "female")
 SITES = (
