@@ -6,7 +6,8 @@
 Prints accuracy, balanced accuracy, macro F1, macro AUC, ECE, NLL and per-class recall;
 then, at the bundle's own thresholds, triage sensitivity / specificity, abstention
 coverage / selective accuracy, and how many of these skin images the OOD check rejects.
-All numbers come from `dermalens.evaluate.evaluate`, the same code as `dermalens evaluate`.
+All numbers come from `dermalens.evaluation.evaluate.evaluate`, the same code as
+`dermalens evaluate`.
 """
 
 from __future__ import annotations

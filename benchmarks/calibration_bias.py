@@ -30,12 +30,12 @@ from dermalens.runtime.calibration import Calibration
 from dermalens.runtime.predictor import Predictor
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--split-file", required=True, type=Path)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     bundle = load_bundle(args.model)
     predictor = Predictor(bundle, ood=False)
     table = load_split(load_dataset(args.data), args.split_file)
@@ -82,7 +82,8 @@ def main() -> None:
             f"acc {m['accuracy']:.3f}  bal acc {m['balanced_accuracy']:.3f}  "
             f"macro AUC {m['macro_auc']:.3f}  ECE {m['ece']:.3f}  NLL {m['nll']:.3f}  {name}"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

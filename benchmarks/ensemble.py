@@ -3,11 +3,12 @@
     python benchmarks/ensemble.py src/dermalens/bundled/default runs/ham-lite1-meta-ema/bundle \
         --data ../shared/data/ham10000 --split-file benchmarks/splits/ham10000-seed0.csv
 
-Each bundle is evaluated alone (`dermalens.evaluate.evaluate`, its own calibration), then
-combined: the probability is the mean of the members' calibrated probabilities, and the
-answer is the class with the highest mean decision score (each member's log probability
-plus its decision bias, i.e. its class-weighted ranking). Only bundles trained on the same
-split may be combined: a member trained on another split has seen these test lesions.
+Each bundle is evaluated alone (`dermalens.evaluation.evaluate.evaluate`, its own
+calibration), then combined: the probability is the mean of the members' calibrated
+probabilities, and the answer is the class with the highest mean decision score (each
+member's log probability plus its decision bias, i.e. its class-weighted ranking). Only
+bundles trained on the same split may be combined: a member trained on another split has
+seen these test lesions.
 """
 
 from __future__ import annotations

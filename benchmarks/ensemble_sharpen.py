@@ -9,6 +9,7 @@ renormalised; then ECE and NLL before and after are printed for val and test.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -48,7 +49,14 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(fit.x)
 
 
-def main(folders: list[str]) -> None:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "folders", nargs="+", metavar="VAL_DIR TEST_DIR", help="pairs of evaluate report folders"
+    )
+    folders = p.parse_args(argv).folders
+    if len(folders) % 2:
+        p.error("give the report folders in pairs: VAL_DIR TEST_DIR [VAL_DIR TEST_DIR ...]")
     print("| val report | T | val ECE | val NLL | test ECE | test NLL |")
     print("|---|---|---|---|---|---|")
     for val, test in zip(folders[::2], folders[1::2]):
@@ -61,9 +69,8 @@ def main(folders: list[str]) -> None:
             for f in (ece, nll)
         ]
         print(f"| {val} | {t:.3f} | " + " | ".join(cells) + " |")
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 3 or len(sys.argv) % 2 == 0:
-        sys.exit(__doc__)
-    main(sys.argv[1:])
+    sys.exit(main())

@@ -4,8 +4,8 @@
         --split-file benchmarks/splits/ham10000-seed0.csv --rounds 4
 
 Each round times ONNX Runtime alone on one preprocessed batch of 32 (repeated for
-`--seconds`), then `dermalens.batch.predict_folder` over the held-out JPEGs from disk
-(decoding, preprocessing, the OOD check and the answers included), with the engine's
+`--seconds`), then `dermalens.runtime.folder.predict_folder` over the held-out JPEGs from
+disk (decoding, preprocessing, the OOD check and the answers included), with the engine's
 threads spinning and sleeping. Issue 5 asks for the folder rate to be >= 90 % of the
 batch rate. Run it on an idle machine: both measures use every core.
 """

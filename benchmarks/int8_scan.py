@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lowprec import Int8Config, batches, calibrate, prepare_for_int8, quantize_int8
+from lowprec import Int8Config, calibrate, prepare_for_int8, quantize_int8
 
 from dermalens.bundle import ONNX, load_bundle
-from dermalens.export.variants import agreement
+from dermalens.export.variants import agreement, batches
 from dermalens.runtime.engines import OnnxEngine
 from dermalens.runtime.selection import MAX_PROB_DIFF, TOP1_MIN
 

@@ -1,30 +1,51 @@
-"""INT8 post-training quantisation with ONNX Runtime, the sensitive layers kept in float.
+"""Low-precision variants for the benchmarks: INT8 post-training quantisation with ONNX
+Runtime (the sensitive layers kept in float) and PyTorch bf16 autocast.
 
-    from dermalens.quantize import Int8Config, calibrate, prepare_for_int8, quantize_int8
+    python benchmarks/lowprec.py BUNDLE int8 bf16 --data ../shared/data/ham10000 \
+        --split-file runs/x/split.csv --calib 512 --int8 percentile-qdq
 
-Static quantisation: activations uint8 with ranges from calibration images (entropy,
+Neither variant met the agreement bar (top-1 >= 0.99 and max |dp| <= 0.02 against the plain
+fp32 model; benchmarks/RESULTS.md), so since 2026-12-03 the library builds and serves only
+the optimised fp32 graph (`dermalens.export.variants`, `dermalens.runtime.selection`) and
+this code lives here, beside the benchmarks that use it (`speed.py`, `int8_scan.py`).
+`main` measures the agreement of either variant on a run's held-out images as the library
+used to (`python -m dermalens.variants BUNDLE int8 bf16 ...` before 2026-12-03); it writes
+nothing into the bundle.
+
+INT8: static quantisation, activations uint8 with ranges from calibration images (entropy,
 percentile or min-max histograms, collected chunk by chunk so memory stays bounded),
 weights int8 per output channel, as QDQ pairs (ONNX Runtime fuses them into integer
 kernels) or QOperator nodes. The stem conv, squeeze-excite convs (if any) and the linear
 head stay in float by default; more groups can be named (`Int8Config.keep_fp32`).
-Whether a quantised model may be served is decided in `dermalens.variants`.
+bf16: `TorchBf16Engine`, PyTorch on `model.pt` under bfloat16 autocast.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
+import json
 import re
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import redirect_stdout
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import balanced_accuracy_score
 
-from dermalens.bundle import Bundle
+from dermalens.bundle import ONNX, Bundle, load_bundle
+from dermalens.data.loaders import load_dataset
+from dermalens.data.splits import load_split
+from dermalens.export.variants import agreement, batches
+from dermalens.runtime.engines import OnnxEngine, TorchEngine
+from dermalens.runtime.selection import MAX_PROB_DIFF, TOP1_MIN
 
-CHUNK = 32  # images per model call while calibrating and comparing
+ROOT = Path(__file__).resolve().parents[1]
+INT8_FILE = "model.int8.onnx"  # where bundles exported before 2026-12-03 kept an int8 model
+LOW_PRECISIONS = ("int8", "bf16")
 
 
 @dataclass(frozen=True)
@@ -62,14 +83,6 @@ class Int8Config:
 
 GROUPS = ("stem", "se", "head", "last", "depthwise")
 STAGE = re.compile(r"stage(\d+)")
-
-
-def batches(images: Sequence, bundle: Bundle, size: int = CHUNK) -> Iterator[np.ndarray]:
-    """Preprocessed float32 batches of `images` (paths, bytes, PIL images or arrays)."""
-    from dermalens.preprocess import to_input
-
-    for start in range(0, len(images), size):
-        yield np.stack([to_input(p, bundle.preprocessing) for p in images[start : start + size]])
 
 
 def _feeds(session, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -217,3 +230,113 @@ def prepare_for_int8(src: Path, dst: Path, height: int, width: int) -> Path:
     quant_pre_process(str(frozen), str(dst), skip_symbolic_shape=True)
     frozen.unlink()
     return dst
+
+
+class TorchBf16Engine(TorchEngine):
+    """PyTorch with bfloat16 autocast (oneDNN uses AVX-512 BF16 or AMX where the CPU has
+    them); logits and features come back as float32."""
+
+    name = "torch-bf16"
+
+    def run(self, batch, meta=None):
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        x = x.contiguous(memory_format=torch.channels_last)
+        m = torch.from_numpy(meta.astype(np.float32)) if meta is not None else None
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            fmap = self.model.features(x)
+            logits = self.model.classify(fmap, m)
+        return logits.float().numpy(), fmap.float().numpy()
+
+
+def build_int8(bundle: Bundle, dst: Path, calib_images: Sequence, config: Int8Config) -> dict:
+    """Quantise the bundle's `model.onnx` to `dst` (calibrated on `calib_images`); returns
+    the build facts the library used to record with an int8 variant."""
+    if not calib_images:
+        raise ValueError("int8 needs calibration images (at least a few hundred for real models)")
+    pre = bundle.preprocessing
+    with (
+        tempfile.TemporaryDirectory(prefix="dermalens-int8-") as tmp,
+        redirect_stdout(io.StringIO()),
+    ):
+        prepared = prepare_for_int8(
+            bundle.file(ONNX), Path(tmp) / "prep.onnx", pre.height, pre.width
+        )
+        cache = Path(tmp) / "ranges.json"
+        seen = calibrate(prepared, batches(calib_images, bundle), config, cache)
+        kept = quantize_int8(prepared, dst, cache, config, pre.height, pre.width)
+    return {"config": asdict(config), "calibration_images": seen, "kept_fp32": kept}
+
+
+def split_images(
+    data: str | Path, split_file: str | Path, calib: int = 512
+) -> tuple[list[Path], list[Path], list[str]]:
+    """(calibration images sampled from the train part, test images, their labels), drawn
+    as the library drew them before 2026-12-03 (so its recorded numbers can be rerun)."""
+    table = load_split(load_dataset(data), Path(split_file))
+    train, test = table[table["split"] == "train"], table[table["split"] == "test"]
+    if test.empty:
+        raise ValueError(f"{split_file}: no images in the 'test' part")
+    chosen = train.sample(min(calib, len(train)), random_state=0) if calib else train[:0]
+    return list(map(Path, chosen["path"])), list(map(Path, test["path"])), list(test["label"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="bundle folder (with model.onnx; model.pt for bf16)")
+    p.add_argument("precision", nargs="+", choices=LOW_PRECISIONS)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ham10000"))
+    p.add_argument("--split-file", required=True, help="the run's split.csv")
+    p.add_argument("--calib", type=int, default=512, help="calibration images (train part)")
+    p.add_argument("--int8", default="percentile-qdq", help="int8 config, e.g. entropy-qdq")
+    p.add_argument("--save", type=Path, help="keep the int8 model in this folder")
+    p.add_argument("--out", type=Path, help="write the records as JSON here")
+    args = p.parse_args(argv)
+    bundle = load_bundle(args.model)
+    if bundle.is_ensemble:
+        sys.exit(f"{bundle.path} is an ensemble: run this on each member")
+    calib, images, labels = split_images(args.data, args.split_file, args.calib)
+    truth = [bundle.classes.index(c) for c in labels]
+    reference, records = OnnxEngine(bundle), {}
+    with tempfile.TemporaryDirectory(prefix="dermalens-lowprec-") as tmp:
+        for precision in args.precision:
+            facts: dict = {}
+            if precision == "int8":
+                dst = Path(tmp) / INT8_FILE
+                facts = build_int8(bundle, dst, calib, Int8Config.from_name(args.int8))
+                candidate = OnnxEngine(bundle, path=str(dst))
+                if args.save:
+                    args.save.mkdir(parents=True, exist_ok=True)
+                    (args.save / INT8_FILE).write_bytes(dst.read_bytes())
+            else:
+                candidate = TorchBf16Engine(bundle)
+            result = agreement(bundle, reference, candidate, images)
+            records[precision] = rec = {
+                "precision": precision,
+                "engine": candidate.name,
+                "meets": result.meets(),
+                "top1_agreement": result.top1_agreement,
+                "max_abs_prob_diff": result.max_abs_prob_diff,
+                "images": result.images,
+                "threshold": {"top1_agreement": TOP1_MIN, "max_abs_prob_diff": MAX_PROB_DIFF},
+                "balanced_accuracy": float(balanced_accuracy_score(truth, result.predictions)),
+                "reference_balanced_accuracy": float(
+                    balanced_accuracy_score(truth, result.reference)
+                ),
+                **facts,
+            }
+            verdict = "meets the bar" if rec["meets"] else "fails the bar"
+            print(
+                f"{precision}: {verdict}: top-1 agreement {rec['top1_agreement']:.4f}, "
+                f"max |dp| {rec['max_abs_prob_diff']:.4f} on {rec['images']} held-out images "
+                f"(needs >= {TOP1_MIN} and <= {MAX_PROB_DIFF})",
+                flush=True,
+            )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(records, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

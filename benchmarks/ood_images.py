@@ -3,14 +3,15 @@
     python benchmarks/ood_images.py src/dermalens/bundled/default runs/ens-ll ...
 
 For each bundle: the 12 probe images that calibration sees when it picks the OOD thresholds
-(`dermalens.ood.probe_images`), then 13 further scikit-image sample images that it never
-sees (textures, microscopy, astronomy, a retina, a clock, a logo...), each run through
-`Predictor.predict` as a user's upload would be. Also prints the bundle's recorded
+(`dermalens.evaluation.ood_fit.probe_images`), then 13 further scikit-image sample images
+that it never sees (textures, microscopy, astronomy, a retina, a clock, a logo...), each run
+through `Predictor.predict` as a user's upload would be. Also prints the bundle's recorded
 validation and test false-reject rates on skin images (`metrics.ood`, `metrics.test.ood`).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -59,7 +60,10 @@ def rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def main(paths: list[str]) -> None:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="+", help="bundle folders")
+    paths = p.parse_args(argv).models
     probes, others = probe_images(), held_out_images()
     print("| bundle | probes rejected | held-out rejected | missed | val FR | test FR |")
     print("|---|---|---|---|---|---|")
@@ -75,9 +79,8 @@ def main(paths: list[str]) -> None:
             f"| {path} | {caught}/{len(probes)} | {caught_other}/{len(others)} | "
             f"{', '.join(missed + missed_other) or '-'} | {rate(val)} | {rate(test)} |"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    main(sys.argv[1:])
+    sys.exit(main())

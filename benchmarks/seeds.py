@@ -10,6 +10,7 @@ and the sample standard deviation.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -19,7 +20,10 @@ from dermalens.bundle import load_bundle
 KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "ece")
 
 
-def main(paths: list[str]) -> None:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="+", help="bundle folders, one run per split seed")
+    paths = p.parse_args(argv).models
     rows = []
     print("| run | split seed | best epoch | test images | " + " | ".join(KEYS) + " |")
     print("|---" * (len(KEYS) + 4) + "|")
@@ -38,7 +42,8 @@ def main(paths: list[str]) -> None:
     spread = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(len(KEYS))
     cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(values.mean(axis=0), spread))
     print(f"| mean ± sd over {len(values)} | | | | {cells} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

@@ -4,9 +4,11 @@
         --split-file runs/x/split.csv --out benchmarks/results/speed.json
 
 Variants: PyTorch eager (channels_last) fp32 and bf16 autocast; ONNX Runtime fp32
-(`model.onnx`), its offline-optimised graph, the same on one single-threaded session per
-core (`SplitEngine`), the bundle's int8 variant and any int8 configurations named with
-`--int8` (built here, calibrated on `--calib` training-split images). Timings alternate
+(`model.onnx`), its offline-optimised graph (`model.opt.onnx`, the one variant the library
+serves), the same on one single-threaded session per core (`SplitEngine`), an int8 model
+left in the bundle by the library before 2026-12-03 (`model.int8.onnx`) and any int8
+configurations named with `--int8` (built here with `lowprec.py`, calibrated on `--calib`
+training-split images); bf16 is `lowprec.TorchBf16Engine`. Timings alternate
 between variants in `--rounds` rounds so drift in the machine hits all of them alike.
 
 Per variant and batch size (1 and 32): images/s, p50 / p99 latency of one call, the
@@ -14,7 +16,7 @@ ratio to the fp32 compute roofline; per variant: peak memory (a fresh process ru
 it), model file size, top-1 agreement and max |dp| against ONNX Runtime fp32 and
 balanced accuracy on the held-out (`--split`) images, and `Predictor.predict()` latency
 of one JPEG including decoding (with and without the heatmap). Finally the streaming
-folder pipeline (`dermalens.batch.predict_folder`) over the held-out images, from disk.
+folder pipeline (`dermalens.runtime.folder.predict_folder`) over the held-out images, from disk.
 """
 
 from __future__ import annotations
@@ -29,14 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from lowprec import Int8Config, batches
+from lowprec import (
+    INT8_FILE,
+    Int8Config,
+    TorchBf16Engine,
+    calibrate,
+    prepare_for_int8,
+    quantize_int8,
+)
 
 from dermalens.bundle import ONNX, Bundle, load_bundle
-from dermalens.export.variants import machine
+from dermalens.export.variants import batches, machine
 from dermalens.files import now
 from dermalens.runtime.calibration import Calibration
 from dermalens.runtime.engines import SplitEngine, cores
-from dermalens.runtime.selection import FILES, MAX_PROB_DIFF, TOP1_MIN
+from dermalens.runtime.selection import MAX_PROB_DIFF, TOP1_MIN, VARIANT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +63,6 @@ class Variant:
 
 
 def make_engine(bundle: Bundle, v: Variant):
-    from lowprec import TorchBf16Engine
-
     from dermalens.runtime.engines import OnnxEngine, TorchEngine
 
     if v.kind == "torch":
@@ -78,8 +85,6 @@ def held_out(data: str, split_file: Path, split: str):
 
 
 def build_int8(bundle: Bundle, configs: dict[str, Int8Config], calib: list, tmp: Path) -> list:
-    from lowprec import calibrate, prepare_for_int8, quantize_int8
-
     pre = bundle.preprocessing
     prepared = prepare_for_int8(bundle.file(ONNX), tmp / "prep.onnx", pre.height, pre.width)
     variants, caches = [], {}
@@ -198,7 +203,7 @@ def collect_variants(bundle: Bundle, args, calib: list, tmp: Path) -> list[Varia
     from dermalens.export.graph import optimise_onnx
 
     pre = bundle.preprocessing
-    opt = bundle.file(FILES["fp32"])
+    opt = bundle.file(VARIANT_FILE)
     if not opt.is_file():
         opt = optimise_onnx(bundle.file(ONNX), tmp / "opt.onnx", pre.height, pre.width)
     out = [
@@ -215,14 +220,12 @@ def collect_variants(bundle: Bundle, args, calib: list, tmp: Path) -> list[Varia
         Variant("ORT fp32 optimised", "ort", opt, "pads frozen, graph saved offline"),
         Variant("ORT fp32 optimised, split", "split", opt, f"{cores()} sessions x 1 thread"),
     ]
-    if bundle.has(FILES["int8"]):
+    if bundle.has(INT8_FILE):  # built by the library before 2026-12-03
         rec = bundle.info.get("variants", {}).get("int8", {})
         out.append(
-            Variant(
-                "ORT int8 (bundle)", "ort", bundle.file(FILES["int8"]), str(rec.get("config", ""))
-            )
+            Variant("ORT int8 (bundle)", "ort", bundle.file(INT8_FILE), str(rec.get("config", "")))
         )
-        out.append(Variant("ORT int8 (bundle), split", "split", bundle.file(FILES["int8"])))
+        out.append(Variant("ORT int8 (bundle), split", "split", bundle.file(INT8_FILE)))
     if args.int8:
         out += build_int8(bundle, {n: Int8Config.from_name(n) for n in args.int8}, calib, tmp)
     for item in args.onnx:
