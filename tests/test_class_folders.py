@@ -155,3 +155,16 @@ def test_grouped_split_keeps_a_near_copy_cluster_on_one_side(tmp_path: Path) -> 
         check_no_leak(split)
         sides = split.set_index("image_id").loc[near.index, "split"]
         assert sides.nunique() == 1
+
+
+def test_a_class_whose_every_photo_conflicts_is_reported(tmp_path: Path) -> None:
+    write_set(tmp_path, ["Purpura"], per_class=3)
+    (tmp_path / "Henoch–Schönlein purpura").mkdir()
+    shutil.copy(tmp_path / "Purpura" / "1.jpg", tmp_path / "Henoch–Schönlein purpura" / "a.jpg")
+    data = load_folders(tmp_path)
+    assert data.counts() == {"purpura": 2}
+    report = check_dataset(data)
+    assert report.other_problems == [
+        "class folder emptied by the conflict rule (all its photos are in other folders too): "
+        "Henoch–Schönlein purpura"
+    ]

@@ -215,6 +215,13 @@ def load_folders(root: str | Path, near_threshold: int = 4) -> Dataset:
     for row, cluster in zip(rows, clusters(len(rows), near_pairs(hashes, near_threshold))):
         row["lesion_id"] = f"cluster-{cluster}"
     rows, conflicts = _drop_conflicts(rows, shas)
+    left = {row["label"] for row in rows}
+    conflicts += [
+        f"class folder emptied by the conflict rule (all its photos are in other folders too): "
+        f"{folder.relative_to(root).as_posix()}"
+        for folder, found_class in found.items()
+        if found_class.code not in left and _files(folder)
+    ]
     if not rows:
         raise DataError(f"{root}: every image is filed under two or more class folders")
     return Dataset(make_table(rows), root, "folders", problems + conflicts)
