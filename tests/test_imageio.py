@@ -1,12 +1,14 @@
 """The input-type matrix: every way a user hands us an image, and the ways it goes wrong."""
 
 import io
+import os
+import struct
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from dermalens.imageio import ImageError, load_image
+from dermalens.imageio import ImageError, find_images, iter_images, load_image
 from dermalens.preprocess import Preprocessing, to_input
 
 
@@ -102,3 +104,112 @@ def test_normalisation_matches_description(photo):
     x = to_input(photo, pre)
     raw = np.asarray(photo, dtype=np.float32)[0, 0]
     np.testing.assert_allclose(x[:, 0, 0], (raw - 127) / 128)
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        (2, r"not an image \(unrecognised format\)"),
+        (300, r"truncated or corrupt image \(Truncated File Read\)"),
+        (0.5, r"truncated or corrupt image \(image file is truncated"),
+        (-10, r"truncated or corrupt image \(image file is truncated"),
+    ],
+)
+def test_jpeg_cut_anywhere_is_an_image_error_naming_the_file(
+    fixture_images, tmp_path, cut, message
+):
+    data = fixture_images[0].read_bytes()
+    end = int(len(data) * cut) if isinstance(cut, float) else cut
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[:end])
+    with pytest.raises(ImageError, match=rf"cut.jpg: {message}"):
+        load_image(path)
+    with pytest.raises(ImageError, match=message):  # the same from bytes
+        load_image(data[:end])
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        SyntaxError("broken PNG file"),
+        ValueError("tile cannot extend outside image"),
+        struct.error("unpack requires a buffer of 4 bytes"),
+        EOFError(),
+        OSError("decoder error -2"),
+        Image.DecompressionBombError("too many pixels"),
+    ],
+)
+def test_every_decoder_failure_becomes_an_image_error(fixture_images, monkeypatch, error):
+    def fail(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", fail)
+    with pytest.raises(ImageError, match=rf"{fixture_images[0].name}: ") as caught:
+        load_image(fixture_images[0])
+    assert caught.value.__cause__ is error
+    assert str(error) in str(caught.value) or type(error).__name__ in str(caught.value)
+
+
+def test_header_errors_on_open_become_image_errors(fixture_images, monkeypatch):
+    def fail(fp, *args, **kwargs):
+        raise OSError("Truncated File Read")
+
+    monkeypatch.setattr(Image, "open", fail)
+    with pytest.raises(ImageError, match=r"truncated or corrupt image \(Truncated File Read\)"):
+        load_image(fixture_images[0])
+
+
+def test_folder_empty_file_and_fifo_paths(tmp_path):
+    (tmp_path / "scan.jpg").mkdir()
+    with pytest.raises(ImageError, match=r"scan.jpg: is a folder, not an image"):
+        load_image(tmp_path / "scan.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty.jpg: empty file \(0 bytes\)"):
+        load_image(tmp_path / "empty.jpg")
+    if hasattr(os, "mkfifo"):  # reading a FIFO would block for ever
+        os.mkfifo(tmp_path / "pipe.jpg")
+        with pytest.raises(ImageError, match=r"pipe.jpg: not a regular file"):
+            load_image(tmp_path / "pipe.jpg")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads all")
+def test_unreadable_file_is_an_image_error(fixture_images, tmp_path):
+    path = tmp_path / "locked.jpg"
+    path.write_bytes(fixture_images[0].read_bytes())
+    path.chmod(0)
+    with pytest.raises(ImageError, match=r"locked.jpg: cannot be read \(permission denied\)"):
+        load_image(path)
+
+
+def test_pixel_limit_names_the_file(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("1", (10_000, 10_000)).save(path)  # 100 MP in 12 kB
+    with pytest.raises(
+        ImageError,
+        match=r"huge.png: image is 10000x10000 = 100,000,000 pixels, over the limit of 40,000,000",
+    ):
+        load_image(path)
+
+
+def test_iter_images_skips_folders_named_like_images(fixture_images, tmp_path):
+    (tmp_path / "sub" / "deeper.jpg").mkdir(parents=True)
+    (tmp_path / "sub" / "b.JPG").write_bytes(fixture_images[0].read_bytes())
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("skip me")
+    assert iter_images([tmp_path]) == [tmp_path / "a.png", tmp_path / "sub" / "b.JPG"]
+    with pytest.raises(FileNotFoundError, match="missing.jpg: no such file or folder"):
+        iter_images([tmp_path, tmp_path / "missing.jpg"])
+
+
+def test_find_images_keeps_what_yields_no_image_with_the_reason(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    found = find_images([tmp_path / "missing.jpg", tmp_path / "a.png", tmp_path / "empty"])
+    assert [path for path, _ in found] == [
+        tmp_path / "missing.jpg",
+        tmp_path / "a.png",
+        tmp_path / "empty",
+    ]
+    assert found[0][1] == f"{tmp_path / 'missing.jpg'}: no such file or folder"
+    assert found[1][1] == ""
+    assert found[2][1].startswith(f"{tmp_path / 'empty'}: folder holds no images (.jpg, ")

@@ -16,7 +16,7 @@ from dermalens.evaluation.calibrate import Targets, calibrate_bundle
 from dermalens.evaluation.evaluate import evaluate
 from dermalens.evaluation.metrics import summary as summary_line
 from dermalens.export.variants import export_variants
-from dermalens.imageio import iter_images
+from dermalens.imageio import find_images, iter_images
 from dermalens.patient import withheld_fields
 from dermalens.runtime.ensemble import build_ensemble
 from dermalens.runtime.folder import predict_folder
@@ -28,7 +28,8 @@ def run_predict(args: argparse.Namespace) -> int:
         args.model or default_model_path(), backend=args.backend, precision=args.precision
     )
     rows, failed = [], 0
-    paths = iter_images(args.paths)
+    # a missing path or a folder without images is reported in its place, not a stop
+    paths = [path for path, _ in find_images(args.paths)]
     progress = sys.stderr.isatty() and len(paths) > 32
     for item in predict_folder(predictor, paths, top_k=args.top_k, progress=progress):
         if item.error:
@@ -63,7 +64,11 @@ def run_predict(args: argparse.Namespace) -> int:
             if r.not_skin:
                 print(f"  not a dermoscopic skin image: {r.not_skin_reason}; {NOT_SKIN_ADVICE}")
         print(f"\n{DISCLAIMER}")
-    return 1 if failed and not rows else 0
+    if failed:  # any input that got no answer fails the command, so scripts notice
+        total = failed + len(rows)
+        print(f"dermalens predict: {failed} of {total} inputs failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -34,7 +34,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("predict", help="classify images or folders")
+    s = sub.add_parser(
+        "predict",
+        help="classify images or folders",
+        description="Classify images, and the images in folders (recursively). An input that "
+        "cannot be used gets its own 'error:' line on stderr and the others are still "
+        "classified; the exit status is 1 when any input failed, 0 when all got an answer.",
+    )
     s.add_argument("paths", nargs="+")
     s.add_argument("--model", help="bundle folder (default: the bundled model)")
     s.add_argument("--top-k", type=int, default=3)

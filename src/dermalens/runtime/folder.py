@@ -1,13 +1,13 @@
 """Batch prediction over files and folders, streamed: decoding overlaps the model.
 
-    from dermalens.batch import predict_folder
+    from dermalens.runtime.folder import predict_folder
     for item in predict_folder(Predictor(bundle), ["scans/"]):
         print(item.path, item.prediction.label if item.prediction else item.error)
 
 Decoder threads (one per core by default) read and preprocess images into batch arrays;
 a bounded queue holds at most `prefetch` batches, so memory stays flat however large the
 folder; the model runs on one batch while the next ones decode (Pillow, NumPy and ONNX
-Runtime all release the GIL). Results come back in input order; an unreadable image
+Runtime all release the GIL). Results come back in input order; an unusable input
 yields an item with `error` set instead of stopping the run.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dermalens.imageio import ImageError, iter_images, load_image
+from dermalens.imageio import ImageError, find_images, load_image
 from dermalens.preprocess import Preprocessing, channel_planes, resize
 from dermalens.runtime.engines import cores, split_engine
 from dermalens.runtime.ood import PIXEL_STATS, pixel_stats
@@ -41,16 +41,21 @@ class FolderItem:
     error: str = ""  # why the image could not be used (prediction is None then)
 
 
-def _decode_into(path: Path, pre: Preprocessing, out: np.ndarray, stats: np.ndarray) -> None:
+def _decode_into(
+    path: Path, problem: str, pre: Preprocessing, out: np.ndarray, stats: np.ndarray
+) -> None:
     """`Predictor.prepare(path)`, written straight into `out` (one batch row), and its
-    `ood.pixel_stats` into `stats`: in the decoder threads, off the model's path."""
+    `ood.pixel_stats` into `stats`: in the decoder threads, off the model's path.
+    `problem`: why `find_images` found no image at `path` (then nothing is read)."""
+    if problem:
+        raise ImageError(problem)
     image = load_image(path, draft_size=(pre.width, pre.height))
     normalise_into(resize(image, pre), pre, out)
     stats[:] = pixel_stats(out[None], pre)[0]
 
 
 def _produce(
-    files: Sequence[Path],
+    files: Sequence[tuple[Path, str]],
     pre: Preprocessing,
     pool: ThreadPoolExecutor,
     batch_size: int,
@@ -61,10 +66,13 @@ def _produce(
         chunk = files[start : start + batch_size]
         array = np.empty((len(chunk), 3, pre.height, pre.width), np.float32)
         stats = np.empty((len(chunk), PIXEL_STATS), np.float32)
-        jobs = [pool.submit(_decode_into, p, pre, array[i], stats[i]) for i, p in enumerate(chunk)]
+        jobs = [
+            pool.submit(_decode_into, path, problem, pre, array[i], stats[i])
+            for i, (path, problem) in enumerate(chunk)
+        ]
         while not stop.is_set():  # put, but give up when the consumer has gone
             try:
-                out.put((chunk, array, stats, jobs), timeout=0.1)
+                out.put(([path for path, _ in chunk], array, stats, jobs), timeout=0.1)
                 break
             except queue.Full:
                 continue
@@ -74,6 +82,7 @@ def _produce(
 
 
 def _errors(jobs: list[Future]) -> list[str]:
+    # load_image turns every decoding failure into an ImageError; anything else is a bug
     errors = []
     for job in jobs:
         exc = job.exception()
@@ -95,12 +104,15 @@ def predict_folder(
 ) -> Iterator[FolderItem]:
     """Predict every image in `paths` (files and folders, recursively), in order.
 
+    A path that cannot be used (missing, not an image, truncated, too many pixels, a
+    folder without images) yields an item with `error` set, and the run goes on.
+
     `workers` decoder threads (0: one per core), at most `prefetch` decoded batches
     waiting. `sessions` > 1 runs each batch as that many slices on single-threaded ONNX
-    Runtime sessions (see `fast.SplitEngine`). Metadata is not used (unknown for every
+    Runtime sessions (see `engines.SplitEngine`). Metadata is not used (unknown for every
     image); TTA follows `predictor.tta`.
     """
-    files = iter_images(list(paths))
+    files = find_images(list(paths))
     if sessions > 1:
         predictor = copy.copy(predictor)  # the caller's predictor keeps its engine
         predictor.engine = split_engine(predictor.engine, sessions)

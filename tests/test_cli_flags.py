@@ -1,0 +1,427 @@
+"""Every documented `dermalens` flag reaches the library function its command calls.
+
+Each test runs `main([...])` with every flag of one subcommand set to a non-default value,
+with the library function replaced by a spy that checks the call against the real
+function's signature and records the bound arguments. `test_every_flag_is_covered` keeps
+the list below in step with the parser, so a new flag without a test fails.
+
+    pytest -q tests/test_cli_flags.py
+"""
+
+import argparse
+import importlib
+import inspect
+import json
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from dermalens.cli import commands, main
+from dermalens.cli.parser import parser
+from dermalens.imageio import iter_images
+from dermalens.runtime.folder import FolderItem
+from dermalens.runtime.predictor import ClassScore, Prediction
+
+# the flags the tests below set, per subcommand ("" is the top level)
+TESTED = {
+    "": {"-v", "--verbose"},
+    "predict": {"--model", "--top-k", "--format", "--backend", "--precision"},
+    "train": set(),
+    "evaluate": {
+        "--split",
+        "--split-file",
+        "--out",
+        "--backend",
+        "--quiet",
+        "--no-metadata",
+        "--withhold",
+        "--keep-duplicates",
+    },
+    "export": {"--check-images", "--half-weights", "--precision", "--data", "--split-file"},
+    "calibrate": {
+        "--split-file",
+        "--split",
+        "--out",
+        "--temperature-only",
+        "--ood-max-val-reject",
+        "--record-test",
+    },
+    "ensemble": {"--out", "--name", "--data", "--split-file", "--reports", "--allow-other-splits"},
+    "soup": {"--out", "--epochs", "--greedy", "--data", "--split-file", "--no-calibrate"},
+    "data check": {"--json"},
+    "serve": {"--model", "--host", "--port"},
+    "info": set(),
+}
+
+
+def _flags(p: argparse.ArgumentParser) -> set[str]:
+    return {
+        flag
+        for action in p._actions
+        for flag in action.option_strings
+        if flag not in ("-h", "--help")
+    }
+
+
+def _commands(p: argparse.ArgumentParser, prefix: str = ""):
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix.strip(), p
+    for action in subs:
+        for name, sub in action.choices.items():
+            yield from _commands(sub, f"{prefix}{name} ")
+
+
+def test_every_flag_is_covered():
+    top = parser()
+    found = {name: _flags(sub) for name, sub in _commands(top)}
+    found[""] = _flags(top)
+    assert found == TESTED
+
+
+def spy(monkeypatch, owner, name: str, result=None) -> list[dict]:
+    """Replace `owner.name` by a fake that binds each call to the real signature (so a
+    keyword the library does not take fails here), records the arguments and returns
+    `result`."""
+    signature = inspect.signature(getattr(owner, name))
+    calls: list[dict] = []
+
+    def fake(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append(dict(bound.arguments))
+        return result
+
+    monkeypatch.setattr(owner, name, fake)
+    return calls
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def prediction(source: str) -> Prediction:
+    return Prediction(
+        classes=["mel", "nv"],
+        probabilities=[0.25, 0.75],
+        top=[ClassScore("nv", "naevus", 0.75, False), ClassScore("mel", "melanoma", 0.25, True)],
+        malignant_probability=0.25,
+        triage="benign",
+        triage_rule="test",
+        uncertain=False,
+        model_version="fake@0",
+        source=source,
+    )
+
+
+@pytest.fixture
+def fake_predict(monkeypatch):
+    """Spies on `Predictor` and `predict_folder` in the commands module."""
+    made = spy(
+        monkeypatch,
+        commands,
+        "Predictor",
+        SimpleNamespace(bundle=SimpleNamespace(version="fake@0")),
+    )
+    folder_calls: list[dict] = []
+    signature = inspect.signature(commands.predict_folder)
+
+    def folder(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        folder_calls.append(dict(bound.arguments))
+        return (FolderItem(Path(p), prediction(str(p))) for p in bound.arguments["paths"])
+
+    monkeypatch.setattr(commands, "predict_folder", folder)
+    return made, folder_calls
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_predict_flags(fake_predict, fixture_images, capsys, fmt):
+    made, folder_calls = fake_predict
+    images = [str(p) for p in fixture_images[:2]]
+    code, out, _ = run(
+        capsys,
+        "predict",
+        *images,
+        "--model",
+        "some/bundle",
+        "--top-k",
+        "5",
+        "--format",
+        fmt,
+        "--backend",
+        "onnx",
+        "--precision",
+        "fp32",
+    )
+    assert code == 0
+    [call] = made
+    assert (call["bundle"], call["backend"], call["precision"]) == ("some/bundle", "onnx", "fp32")
+    [call] = folder_calls
+    assert call["top_k"] == 5 and [str(p) for p in call["paths"]] == images
+    if fmt == "json":
+        assert [r["source"] for r in json.loads(out)] == images
+    else:
+        lines = out.strip().splitlines()
+        assert lines[0].startswith("path,top1,") and lines[1].startswith(f"{images[0]},nv,0.7500")
+
+
+def test_predict_table_is_the_default(fake_predict, fixture_images, capsys):
+    made, _ = fake_predict
+    code, out, _ = run(capsys, "predict", str(fixture_images[0]))
+    assert code == 0 and "model: fake@0" in out and "triage: benign" in out
+    assert made[0]["backend"] == "auto" and made[0]["precision"] == "auto"
+
+
+def test_verbose_sets_info_logging(monkeypatch, capsys):
+    levels = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: levels.append(kw["level"]))
+    spy(monkeypatch, commands, "check_main", 0)
+    assert run(capsys, "-v", "data", "check", "d")[0] == 0
+    assert run(capsys, "--verbose", "data", "check", "d")[0] == 0
+    assert run(capsys, "data", "check", "d")[0] == 0
+    assert levels == [logging.INFO, logging.INFO, logging.WARNING]
+
+
+def test_train_file_and_overrides(monkeypatch, tmp_path, capsys):
+    module = importlib.import_module("dermalens.training.train")
+    calls = spy(monkeypatch, module, "train", SimpleNamespace(path=tmp_path / "run" / "bundle"))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"epochs": 3, "lr": 0.1}))
+    code, out, _ = run(capsys, "train", str(config), "lr=0.5", "name=flagged")
+    assert code == 0 and out.strip() == f"bundle: {tmp_path / 'run' / 'bundle'}"
+    cfg = calls[0]["cfg"]
+    assert (cfg.epochs, cfg.lr, cfg.name) == (3, 0.5, "flagged")  # the command line wins
+    run(capsys, "train", "epochs=2")  # no file: the first word is an override too
+    assert calls[1]["cfg"].epochs == 2
+
+
+def _eval_result():
+    row = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "auc": None, "support": 2}
+    return SimpleNamespace(metrics={"accuracy": 0.5, "per_class": {"mel": row}})
+
+
+def test_evaluate_flags(monkeypatch, tmp_path, capsys):
+    calls = spy(monkeypatch, commands, "evaluate", _eval_result())
+    common = ["evaluate", "m", "d", "--split", "test", "--split-file", "s.csv", "--out"]
+    code, out, _ = run(
+        capsys, *common, str(tmp_path), "--backend", "onnx", "--quiet", "--withhold", "site,age"
+    )
+    assert code == 0 and "accuracy=0.5000" in out and f"report: {tmp_path}" in out
+    call = calls[0]
+    assert (call["model"], call["data"], call["split"], call["split_file"]) == (
+        "m",
+        "d",
+        "test",
+        "s.csv",
+    )
+    assert call["out_dir"] == tmp_path and call["backend"] == "onnx"
+    assert call["progress"] is False and call["withhold"] == ("age", "site")  # FIELDS order
+    assert call["use_metadata"] is True and call["keep_duplicates"] is False
+    run(capsys, *common, str(tmp_path), "--no-metadata", "--keep-duplicates")
+    call = calls[1]
+    assert call["use_metadata"] is False and call["keep_duplicates"] is True
+    assert call["withhold"] == () and call["progress"] is True and call["backend"] == "auto"
+
+
+def test_evaluate_default_report_folder(monkeypatch, capsys):
+    calls = spy(monkeypatch, commands, "evaluate", _eval_result())
+    run(capsys, "evaluate", "m", "data/ham")
+    assert calls[0]["out_dir"] == Path("runs") / "eval" / "ham" and calls[0]["split"] == "all"
+
+
+def _export_spies(monkeypatch):
+    module = importlib.import_module("dermalens.export.to_onnx")
+    check = {"images": 7, "max_abs_prob_diff": 1e-6, "top1_agreement": 1.0}
+    onnx = spy(monkeypatch, module, "export_onnx", check)
+    record = {"top1_agreement": 1.0, "max_abs_prob_diff": 0.001, "images": 9}
+    variants = spy(monkeypatch, commands, "export_variants", {"fp32": record})
+    return onnx, variants
+
+
+def test_export_flags(monkeypatch, fixture_images, capsys):
+    onnx, variants = _export_spies(monkeypatch)
+    folder = str(fixture_images[0].parent)
+    code, out, _ = run(
+        capsys,
+        "export",
+        "m",
+        "--check-images",
+        folder,
+        "--half-weights",
+        "--precision",
+        "fp32",
+        "--data",
+        "d",
+        "--split-file",
+        "s.csv",
+    )
+    assert code == 0
+    [call] = onnx
+    assert call["bundle_path"] == "m" and call["half_weights"] is True
+    assert call["check_images"] == iter_images([folder])[:64] == fixture_images
+    [call] = variants
+    assert call["bundle_path"] == "m" and call["precisions"] == ["fp32"]
+    assert (call["data"], call["split_file"]) == ("d", "s.csv")
+    assert "fp32 variant kept: top-1 agreement 1.0000" in out and "on 9 held-out" in out
+
+
+def test_export_without_flags(monkeypatch, capsys):
+    onnx, variants = _export_spies(monkeypatch)
+    assert run(capsys, "export", "m")[0] == 0
+    assert onnx[0]["check_images"] is None and onnx[0]["half_weights"] is False
+    assert variants == []
+
+
+@pytest.mark.parametrize("given", [[], ["--data", "d"], ["--split-file", "s.csv"]])
+def test_export_precision_needs_data_and_split_file(monkeypatch, capsys, given):
+    onnx, variants = _export_spies(monkeypatch)
+    code, _, err = run(capsys, "export", "m", "--precision", "fp32", *given)
+    assert code == 2
+    assert err.strip() == (
+        "dermalens export: error: --precision needs --data and --split-file "
+        "(the variant is checked on the split's test images)"
+    )
+    assert onnx == [] and variants == []  # nothing written before the refusal
+
+
+def test_calibrate_flags(monkeypatch, tmp_path, capsys):
+    calls = spy(
+        monkeypatch, commands, "calibrate_bundle", {"temperature": 1.5, "test": {"accuracy": 0.5}}
+    )
+    code, out, _ = run(
+        capsys,
+        "calibrate",
+        "m",
+        "d",
+        "--split-file",
+        "s.csv",
+        "--split",
+        "train",
+        "--out",
+        str(tmp_path),
+        "--temperature-only",
+        "--ood-max-val-reject",
+        "0.05",
+        "--record-test",
+    )
+    assert code == 0 and "test: accuracy=0.5000" in out and '"temperature": 1.5' in out
+    call = calls[0]
+    assert (call["bundle_path"], call["data"], call["split_file"], call["split"]) == (
+        "m",
+        "d",
+        "s.csv",
+        "train",
+    )
+    assert call["out_dir"] == tmp_path and call["record_test"] is True
+    assert call["targets"].class_bias is False and call["targets"].ood_max_val_reject == 0.05
+    run(capsys, "calibrate", "m", "d", "--split-file", "s.csv")
+    call = calls[1]
+    assert call["split"] == "val" and call["out_dir"] is None and call["record_test"] is False
+    assert call["targets"].class_bias is True and call["targets"].ood_max_val_reject == 0.02
+
+
+def test_calibrate_rejects_a_share_outside_0_1(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["calibrate", "m", "d", "--split-file", "s", "--ood-max-val-reject", "2"])
+    assert exit_.value.code == 2
+    assert "must lie between 0 and 1, got 2" in capsys.readouterr().err
+
+
+def test_ensemble_flags(monkeypatch, tmp_path, capsys):
+    out_dir = tmp_path / "ens"
+    bundle = SimpleNamespace(path=out_dir, info={"members": ["a", "b"]})
+    built = spy(monkeypatch, commands, "build_ensemble", bundle)
+    calibrated = spy(monkeypatch, commands, "calibrate_bundle", {"temperature": 1.0})
+    code, out, _ = run(
+        capsys,
+        "ensemble",
+        "a",
+        "b",
+        "--out",
+        str(out_dir),
+        "--name",
+        "pair",
+        "--data",
+        "d",
+        "--split-file",
+        "s.csv",
+        "--reports",
+        str(tmp_path / "reports"),
+        "--allow-other-splits",
+    )
+    assert code == 0 and f"ensemble of 2 members written to {out_dir}" in out
+    [call] = built
+    assert call["members"] == ["a", "b"] and call["out"] == out_dir
+    assert call["name"] == "pair" and call["allow_other_splits"] is True
+    [call] = calibrated
+    assert (call["bundle_path"], call["data"], call["split_file"]) == (out_dir, "d", "s.csv")
+    assert call["out_dir"] == tmp_path / "reports" and call["record_test"] is True
+
+
+def test_ensemble_defaults_and_half_a_pair(monkeypatch, tmp_path, capsys):
+    out_dir = tmp_path / "ens"
+    bundle = SimpleNamespace(path=out_dir, info={"members": ["a", "b"]})
+    built = spy(monkeypatch, commands, "build_ensemble", bundle)
+    calibrated = spy(monkeypatch, commands, "calibrate_bundle", {})
+    code, out, _ = run(capsys, "ensemble", "a", "b", "--out", str(out_dir))
+    assert code == 0 and "not calibrated yet" in out and calibrated == []
+    assert built[0]["name"] == "" and built[0]["allow_other_splits"] is False
+    run(capsys, "ensemble", "a", "b", "--out", str(out_dir), "--data", "d", "--split-file", "s")
+    assert calibrated[0]["out_dir"] == tmp_path / "ens-calibration"
+    code, _, err = run(capsys, "ensemble", "a", "b", "--out", str(out_dir), "--data", "d")
+    assert code == 2 and "give --data and --split-file together" in err
+
+
+def test_soup_flags(monkeypatch, tmp_path, capsys):
+    module = importlib.import_module("dermalens.training.soup")
+    steps = [{"val_balanced_accuracy": 0.5, "epochs": [2], "kept": True}]
+    bundle = SimpleNamespace(
+        path=tmp_path / "soup",
+        info={"soup": {"epochs": [2, 3], "greedy_steps": steps}},
+        metrics={"test": {"accuracy": 0.5}},
+    )
+    calls = spy(monkeypatch, module, "build_soup", bundle)
+    common = ["soup", "run1", "--out", str(tmp_path / "soup")]
+    extra = ["--data", "d", "--split-file", "s.csv", "--no-calibrate"]
+    code, out, _ = run(capsys, *common, "--epochs", "2", "3", *extra)
+    assert code == 0 and "average of epochs [2, 3]" in out and "test: accuracy=0.5000" in out
+    call = calls[0]
+    assert call["run"] == Path("run1") and call["out"] == tmp_path / "soup"
+    assert call["epochs"] == [2, 3] and call["greedy"] is False
+    assert (call["data"], call["split_file"], call["calibrate"]) == ("d", "s.csv", False)
+    run(capsys, *common, "--greedy")
+    call = calls[1]
+    assert call["epochs"] is None and call["greedy"] is True and call["calibrate"] is True
+    assert call["data"] is None and call["split_file"] is None
+
+
+def test_data_check_flags(monkeypatch, capsys):
+    calls = spy(monkeypatch, commands, "check_main", 1)
+    assert run(capsys, "data", "check", "d", "--json")[0] == 1  # its exit code passes through
+    assert run(capsys, "data", "check", "d")[0] == 1
+    assert calls == [{"path": "d", "as_json": True}, {"path": "d", "as_json": False}]
+
+
+def test_serve_flags(monkeypatch, capsys):
+    module = importlib.import_module("dermalens.serve")
+    calls = spy(monkeypatch, module, "run")
+    assert run(capsys, "serve", "--model", "m", "--host", "0.0.0.0", "--port", "9001")[0] == 0
+    assert run(capsys, "serve")[0] == 0
+    assert calls[0] == {"model": "m", "host": "0.0.0.0", "port": 9001, "overrides": {}}
+    assert calls[1] == {"model": None, "host": None, "port": None, "overrides": {}}
+
+
+def test_info_model(monkeypatch, capsys):
+    described = SimpleNamespace(description=lambda: {"name": "x", "history": [1, 2]})
+    calls = spy(monkeypatch, commands, "load_bundle", described)
+    monkeypatch.setattr(commands, "default_model_path", lambda: Path("bundled/default"))
+    code, out, _ = run(capsys, "info", "m")
+    assert code == 0 and json.loads(out) == {"name": "x"}  # the training history is left out
+    run(capsys, "info")
+    assert [c["path"] for c in calls] == ["m", Path("bundled/default")]
