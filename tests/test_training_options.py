@@ -99,3 +99,25 @@ def test_training_with_cutmix_and_colour_constancy_stores_the_preprocessing(
     capsys.readouterr()
     assert main(["train", f"data={tiny_ham}", f"out={tmp_path}", "mix=mixup", "mix_alpha=0"]) == 2
     assert "mix_alpha > 0 (got 0.0)" in capsys.readouterr().err
+
+
+def test_corruption_augmentation_draws_only_the_named_families():
+    from PIL import Image
+
+    from dermalens.config import ConfigError, make_config
+    from dermalens.evaluation.corruptions import FAMILIES
+    from dermalens.preprocess import Preprocessing
+    from dermalens.training.augment import Augment
+
+    pre = Preprocessing(height=48, width=64)
+    cfg = make_config(overrides=["corrupt_prob=1.0", "corrupt_families=('blur',)"])
+    augment = Augment.for_config(pre, cfg)
+    assert augment.corruptions == list(FAMILIES["blur"])
+    image = Image.new("RGB", (64, 48), (180, 120, 100))
+    assert augment(image).size == (64, 48)
+    off = Augment.for_config(pre, make_config())
+    assert off.corrupt_prob == 0.0
+    with pytest.raises(ConfigError, match="unknown family 'nope'"):
+        Augment.for_config(pre, make_config(overrides=["corrupt_families=('nope',)"]))
+    with pytest.raises(ConfigError, match="corrupt_max_severity=9"):
+        Augment.for_config(pre, make_config(overrides=["corrupt_max_severity=9"]))

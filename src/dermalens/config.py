@@ -57,6 +57,12 @@ class TrainConfig:
     augment: bool = True  # flips, 90-degree turns, scale/crop, colour jitter
     scale: tuple[float, float] = (0.75, 1.0)  # random-resized-crop area range
     color_jitter: float = 0.1
+    # acquisition-shift augmentation: this share of training images gets one corruption of
+    # `evaluation.corruptions` from these families at severity 1..corrupt_max_severity; the
+    # families left out stay unseen, for testing robustness (benchmarks/robustness.py)
+    corrupt_prob: float = 0.0
+    corrupt_families: tuple[str, ...] = ("photometric", "blur", "digital")
+    corrupt_max_severity: int = 3
     mix: str = "none"  # none | mixup | cutmix: blend pairs of training images and their labels
     mix_alpha: float = 0.4  # Beta(alpha, alpha) draws the blend weight
     mix_prob: float = 0.5  # share of training batches that are blended

@@ -135,11 +135,7 @@ class Run:
             log.warning("skipping %d unreadable %s images: %s", len(problems), split, problems[:3])
             keep = [i for i, im in enumerate(images) if im is not None]
             part, images = part.iloc[keep].reset_index(drop=True), [images[i] for i in keep]
-        augment = (
-            Augment(self.pre, cfg.scale, cfg.color_jitter, cfg.seed)
-            if train and cfg.augment
-            else None
-        )
+        augment = Augment.for_config(self.pre, cfg) if train and cfg.augment else None
         data = ImageTable(part, self.classes, self.pre, images, augment, 0.2 if train else 0.0)
         sampler = None
         if train and cfg.balance == "sampler":
