@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from dermalens.bundle import ONNX, Bundle, load_bundle
 from dermalens.export.variants import batches, machine
 from dermalens.files import now
 from dermalens.runtime.calibration import Calibration
-from dermalens.runtime.engines import SplitEngine, cores
+from dermalens.runtime.engines import OnnxEngine, cores
 from dermalens.runtime.selection import MAX_PROB_DIFF, TOP1_MIN, VARIANT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,46 @@ class Variant:
     note: str = ""
     results: dict = field(default_factory=dict)
     spinning: bool = True  # ONNX Runtime threads busy-wait between calls
+
+
+class SplitEngine:
+    """Several single-threaded engines, each running a slice of the batch in its own
+    thread. On few cores this can beat one engine with intra-op threads, which must meet
+    at every layer; a batch of one runs on the first engine alone."""
+
+    name = "split"
+
+    def __init__(self, engines: list):
+        self.engines = engines
+        self.bundle = engines[0].bundle
+        self.pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="split")
+
+    def run(self, batch: np.ndarray, meta: np.ndarray | None = None):
+        parts = min(len(self.engines), len(batch))
+        if parts == 1:
+            return self.engines[0].run(batch, meta)
+        edges = np.linspace(0, len(batch), parts + 1).astype(int)
+        jobs = [
+            self.pool.submit(engine.run, batch[a:b], None if meta is None else meta[a:b])
+            for engine, a, b in zip(self.engines, edges[:-1], edges[1:])
+        ]
+        outs = [job.result() for job in jobs]
+        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+
+    def head(self):
+        return self.engines[0].head()
+
+
+def split_engine(engine, parts: int = 0) -> SplitEngine:
+    """`parts` (0: one per core) single-threaded copies of an ONNX Runtime engine."""
+
+    if not isinstance(engine, OnnxEngine):
+        raise TypeError(f"only ONNX Runtime engines can be split, not {type(engine).__name__}")
+    copies = [
+        OnnxEngine(engine.bundle, 1, path=engine.model_path, spinning=engine.spinning)
+        for _ in range(parts or cores())
+    ]
+    return SplitEngine(copies)
 
 
 def make_engine(bundle: Bundle, v: Variant):
@@ -378,7 +419,9 @@ def folder_throughput(bundle: Bundle, variants: list[Variant], files: list[Path]
     for sessions, spinning in ((1, True), (cores(), True), (1, False), (cores(), False)):
         predictor.engine = OnnxEngine(bundle, path=str(best.path), spinning=spinning)
         start = time.perf_counter()
-        items = predict_folder(predictor, files, progress=False, sessions=sessions)
+        if sessions > 1:
+            predictor.engine = split_engine(predictor.engine, sessions)
+        items = predict_folder(predictor, files, progress=False)
         n = sum(1 for item in items if item.prediction)
         rate = n / (time.perf_counter() - start)
         out.append(

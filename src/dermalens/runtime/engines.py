@@ -5,13 +5,11 @@
 
 `Engine.run(batch, meta)` returns raw logits and the last feature map (for CAM heatmaps
 and the OOD check). `session_options` holds the ONNX Runtime thread settings used
-everywhere; `SplitEngine` runs slices of a batch on several single-threaded sessions.
-"""
+everywhere."""
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -175,43 +173,3 @@ def session_options(threads: int = 0, level: str = "all", spinning: bool = True)
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
-
-
-class SplitEngine:
-    """Several single-threaded engines, each running a slice of the batch in its own
-    thread. On few cores this can beat one engine with intra-op threads, which must meet
-    at every layer; a batch of one runs on the first engine alone."""
-
-    name = "split"
-
-    def __init__(self, engines: list):
-        self.engines = engines
-        self.bundle = engines[0].bundle
-        self.pool = ThreadPoolExecutor(max_workers=len(engines), thread_name_prefix="split")
-
-    def run(self, batch: np.ndarray, meta: np.ndarray | None = None):
-        parts = min(len(self.engines), len(batch))
-        if parts == 1:
-            return self.engines[0].run(batch, meta)
-        edges = np.linspace(0, len(batch), parts + 1).astype(int)
-        jobs = [
-            self.pool.submit(engine.run, batch[a:b], None if meta is None else meta[a:b])
-            for engine, a, b in zip(self.engines, edges[:-1], edges[1:])
-        ]
-        outs = [job.result() for job in jobs]
-        return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
-
-    def head(self):
-        return self.engines[0].head()
-
-
-def split_engine(engine, parts: int = 0) -> SplitEngine:
-    """`parts` (0: one per core) single-threaded copies of an ONNX Runtime engine."""
-
-    if not isinstance(engine, OnnxEngine):
-        raise TypeError(f"only ONNX Runtime engines can be split, not {type(engine).__name__}")
-    copies = [
-        OnnxEngine(engine.bundle, 1, path=engine.model_path, spinning=engine.spinning)
-        for _ in range(parts or cores())
-    ]
-    return SplitEngine(copies)

@@ -13,7 +13,6 @@ yields an item with `error` set instead of stopping the run.
 
 from __future__ import annotations
 
-import copy
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from dermalens.imageio import ImageError, find_images, load_image
 from dermalens.preprocess import Preprocessing, channel_planes, resize
-from dermalens.runtime.engines import cores, split_engine
+from dermalens.runtime.engines import cores
 from dermalens.runtime.ood import PIXEL_STATS, pixel_stats
 from dermalens.runtime.predictor import Prediction, Predictor
 
@@ -100,7 +99,6 @@ def predict_folder(
     prefetch: int = 3,
     top_k: int = 3,
     progress: bool = True,
-    sessions: int = 1,
 ) -> Iterator[FolderItem]:
     """Predict every image in `paths` (files and folders, recursively), in order.
 
@@ -108,14 +106,9 @@ def predict_folder(
     folder without images) yields an item with `error` set, and the run goes on.
 
     `workers` decoder threads (0: one per core), at most `prefetch` decoded batches
-    waiting. `sessions` > 1 runs each batch as that many slices on single-threaded ONNX
-    Runtime sessions (see `engines.SplitEngine`). Metadata is not used (unknown for every
-    image); TTA follows `predictor.tta`.
+    waiting. Metadata is not used (unknown for every image); TTA follows `predictor.tta`.
     """
     files = find_images(list(paths))
-    if sessions > 1:
-        predictor = copy.copy(predictor)  # the caller's predictor keeps its engine
-        predictor.engine = split_engine(predictor.engine, sessions)
     pre = predictor.pre
     jobs: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
