@@ -40,8 +40,8 @@ class TrainConfig:
     color_constancy: str = "none"  # none | shades_of_gray; stored in the bundle's preprocessing
     # optimisation
     epochs: int = 15
-    batch_size: int = 32
-    lr: float = 1e-3  # peak AdamW learning rate
+    batch_size: int = 32  # per process: under torchrun the run's batch is this x processes
+    lr: float = 1e-3  # peak AdamW learning rate, as given whatever the number of processes
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0  # linear warm-up before the schedule
     schedule: str = "cosine"  # cosine | onecycle | constant
@@ -70,6 +70,8 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2  # data-loader processes
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    device: str = "auto"  # auto (CUDA, else Apple MPS, else CPU) | cpu | cuda | mps
+    amp: str = "bf16"  # mixed precision on CUDA: bf16 | fp16 (with loss scaling) | none
     bf16: bool = False  # bfloat16 autocast on CPU (AMX)
     channels_last: bool = True
     out: str = "runs"  # parent folder of run folders
@@ -86,7 +88,13 @@ CHOICES = {
     "balance": ("loss", "sampler", "none"),
     "color_constancy": ("none", "shades_of_gray"),
     "mix": ("none", "mixup", "cutmix"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "amp": ("bf16", "fp16", "none"),
 }
+
+# A run's config.json also records how it ran (processes, effective batch, device): a
+# record, not a setting, so a config file copied from a run folder ignores it.
+LAUNCH = "launch"
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -144,6 +152,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text)
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")
+    data.pop(LAUNCH, None)
     return data
 
 
@@ -167,8 +176,9 @@ def make_config(
 
 
 # Settings added after runs were already saved: a saved config without them ran without
-# them, so it is rebuilt with the value that means "off", not today's default.
-ADDED_LATER = {"ema": 0.0, "snapshots": False}
+# them, so it is rebuilt with the value that means "off" (for the device: the CPU those runs
+# had), not today's default.
+ADDED_LATER = {"ema": 0.0, "snapshots": False, "device": "cpu", "amp": "none"}
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -1,14 +1,16 @@
-"""Transfer-learning training on the CPU: `dermalens train [config.json] key=value ...`.
+"""Transfer-learning training: `dermalens train [config.json] key=value ...`.
 
-A run folder holds the resolved config, the split CSV, `last.pt` (every epoch, for
-`resume=`), `best.pt` (best validation balanced accuracy), `log.csv`, `curves.png` and,
-at the end, a model bundle evaluated on the test part.
+On the CPU, one GPU (`device=`) or several processes: `torchrun --nproc_per_node=N -m
+dermalens.cli train ...` (see `training.distributed`). A run folder holds the resolved
+config, the split CSV, `last.pt` (every epoch, for `resume=`), `best.pt` (best validation
+balanced accuracy), `log.csv`, `curves.png` and, at the end, a model bundle evaluated on
+the test part. Under torchrun only rank 0 writes it.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
+import dataclasses
 import json
 import logging
 import time
@@ -17,61 +19,50 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dermalens.bundle import Bundle, load_bundle
-from dermalens.config import ConfigError, TrainConfig, config_from_dict
+from dermalens.config import LAUNCH, ConfigError, TrainConfig
 from dermalens.data.dedupe import duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import check_no_leak, grouped_split, load_split, save_split
 from dermalens.evaluation.calibrate import calibrate_bundle
 from dermalens.evaluation.evaluate import record_test
 from dermalens.evaluation.metrics import classification_metrics, summary
-from dermalens.evaluation.plots import plot_curves
 from dermalens.files import atomic_write_text
 from dermalens.networks import build_model
 from dermalens.preprocess import Preprocessing
-from dermalens.training.augment import Augment
-from dermalens.training.dataset import ImageTable, decode_all, seed_worker
+from dermalens.training import distributed
+from dermalens.training.dataset import make_loader
 from dermalens.training.mixing import mix_batch
 from dermalens.training.package import bundle_from_model
 from dermalens.training.steps import (
+    autocast,
     class_weights,
     lr_factor,
     predict_probs,
+    resume_checkpoint,
     save_atomic,
+    save_snapshot,
+    to_device,
     update_ema,
+    write_log,
 )
 
 log = logging.getLogger(__name__)
 
 
-RESUME_OVERRIDES = ("epochs", "patience", "workers", "threads", "progress")
-
-
 class Run:
-    """One training run: data, model, optimiser and the run folder."""
+    """One training run: data, model, optimiser and the run folder (this process's part of
+    it under torchrun: `self.ctx` says which)."""
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.resume_state = None
         if cfg.resume:
-            last = Path(cfg.resume)
-            last = last / "last.pt" if last.is_dir() else last
-            if not last.is_file():
-                raise ConfigError(f"resume={cfg.resume!r}: no last.pt there")
-            self.resume_state = torch.load(last, map_location="cpu", weights_only=False)
-            saved = config_from_dict(self.resume_state["config"])
-            # A resumed run keeps its settings, except these, when given (not the default):
-            # more epochs or patience extend a finished or early-stopped run.
-            defaults = TrainConfig()
-            for key in RESUME_OVERRIDES:
-                if getattr(cfg, key) != getattr(defaults, key):
-                    setattr(saved, key, getattr(cfg, key))
-            saved.resume = cfg.resume
-            self.cfg = cfg = saved
-            self.dir = last.parent
+            cfg, self.dir, self.resume_state = resume_checkpoint(cfg)
+            self.cfg = cfg
         else:
             name = cfg.name or f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
             self.dir = Path(cfg.out) / name
@@ -79,8 +70,16 @@ class Run:
                 raise ConfigError(
                     f"run folder {self.dir} already holds a run: use resume= or a new name="
                 )
+        self.ctx = ctx = distributed.start(cfg)
+        if not ctx.main:  # one progress bar, from rank 0
+            self.cfg = cfg = dataclasses.replace(cfg, progress=False)
+        self.launch = ctx.launch(cfg)
+        self.saved_split = (self.dir / "split.csv").exists()
+        ctx.barrier()  # every process has looked at the folder before rank 0 writes to it
+        if ctx.main:
             self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+            config = {**cfg.to_dict(), LAUNCH: self.launch}
+            atomic_write_text(self.dir / "config.json", json.dumps(config, indent=2))
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         if cfg.threads:
@@ -90,12 +89,14 @@ class Run:
                 f"mix={cfg.mix}: needs mix_alpha > 0 (got {cfg.mix_alpha}) and "
                 f"0 < mix_prob <= 1 (got {cfg.mix_prob})"
             )
-        self.mix_rng = np.random.default_rng(cfg.seed)
+        self.mix_rng = np.random.default_rng(cfg.seed + ctx.rank)
         self.pre = Preprocessing(
             height=cfg.height, width=cfg.width, color_constancy=cfg.color_constancy
         )
         self._data()
         self._model()
+        if ctx.rank:  # the weights start equal (DDP copies rank 0's); dropout masks differ
+            torch.manual_seed(cfg.seed + ctx.rank)
 
     def _data(self) -> None:
         cfg = self.cfg
@@ -104,12 +105,13 @@ class Run:
         if cfg.classes:
             dataset = dataset.subset(cfg.classes)
         split_csv = self.dir / "split.csv"
-        if cfg.split_file or split_csv.exists():
+        if cfg.split_file or self.saved_split:
             table = load_split(dataset, Path(cfg.split_file) if cfg.split_file else split_csv)
         else:
             table = grouped_split(dataset, cfg.split_fractions, cfg.split_seed)
         check_no_leak(table)
-        save_split(table, split_csv)
+        if self.ctx.main:
+            save_split(table, split_csv)
         if cfg.limit:  # smoke runs: a few images per class and split
             per_class = max(1, cfg.limit // table["label"].nunique())
             table = table.groupby(["split", "label"], group_keys=False).head(per_class)
@@ -129,29 +131,7 @@ class Run:
             raise ConfigError(f"data={cfg.data!r}: too few images for a train/val split")
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        cfg, part = self.cfg, self.parts[split]
-        images, problems = decode_all(part["path"].tolist(), self.pre, cfg.progress)
-        if problems:
-            log.warning("skipping %d unreadable %s images: %s", len(problems), split, problems[:3])
-            keep = [i for i, im in enumerate(images) if im is not None]
-            part, images = part.iloc[keep].reset_index(drop=True), [images[i] for i in keep]
-        augment = Augment.for_config(self.pre, cfg) if train and cfg.augment else None
-        data = ImageTable(part, self.classes, self.pre, images, augment, 0.2 if train else 0.0)
-        sampler = None
-        if train and cfg.balance == "sampler":
-            weights = class_weights(data.labels(), len(self.classes), cfg.balance_power)
-            sampler = WeightedRandomSampler(weights[data.labels()], len(data), replacement=True)
-        return DataLoader(
-            data,
-            batch_size=cfg.batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            drop_last=train and len(data) > cfg.batch_size,
-            num_workers=cfg.workers,
-            worker_init_fn=seed_worker if cfg.workers else None,
-            persistent_workers=cfg.workers > 0,
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        return make_loader(self.parts[split], self.classes, self.pre, self.cfg, train, self.ctx)
 
     def _model(self) -> None:
         cfg = self.cfg
@@ -163,6 +143,7 @@ class Run:
             self.weight_source = self.resume_state.get("weight_source", self.weight_source)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(self.ctx.device)
         self.ema = None
         if cfg.ema:
             if not 0 < cfg.ema < 1:
@@ -178,6 +159,8 @@ class Run:
             ],
             lr=cfg.lr,
         )
+        fp16 = self.ctx.device.type == "cuda" and cfg.amp == "fp16"  # bf16 needs no scaling
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=fp16)
 
     def fit(self) -> Bundle:
         cfg = self.cfg
@@ -187,7 +170,7 @@ class Run:
         weights = (
             torch.tensor(
                 class_weights(labels, len(self.classes), cfg.balance_power), dtype=torch.float32
-            )
+            ).to(self.ctx.device)
             if cfg.balance == "loss"
             else None
         )
@@ -206,6 +189,8 @@ class Run:
                 self.ema.load_state_dict(state.get("ema", state["model"]))
                 self.ema_steps = state.get("ema_steps", 0)
             schedule.load_state_dict(state["scheduler"])
+            if state.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
             start, best, stale, history = (
                 state["epoch"] + 1,
                 state["best"],
@@ -213,13 +198,14 @@ class Run:
                 state["history"],
             )
             log.info("resuming %s at epoch %d", self.dir, start + 1)
+        self.net = self.ctx.wrap(self.model)
         for epoch in range(start, cfg.epochs):
             if stale >= cfg.patience:
                 log.info("early stop: no val balanced-accuracy gain for %d epochs", stale)
                 break
             t0 = time.time()
             train_loss = self._epoch(train_loader, loss_fn, schedule, epoch)
-            y, p = predict_probs(self.ema or self.model, val_loader, cfg, "val")
+            y, p = self._validate(val_loader)
             metrics = classification_metrics(y, p, self.classes)
             row = {
                 "epoch": epoch + 1,
@@ -234,6 +220,10 @@ class Run:
             history.append(row)
             improved = metrics["balanced_accuracy"] > best
             best, stale = (metrics["balanced_accuracy"], 0) if improved else (best, stale + 1)
+            # Every rank saw the same gathered predictions; rank 0's word settles it anyway.
+            improved, best, stale = self.ctx.broadcast((improved, best, stale))
+            if not self.ctx.main:
+                continue
             state = {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -248,12 +238,14 @@ class Run:
             }
             if self.ema is not None:
                 state["ema"], state["ema_steps"] = self.ema.state_dict(), self.ema_steps
+            if self.scaler.is_enabled():
+                state["scaler"] = self.scaler.state_dict()
             if improved:
                 save_atomic(state, self.dir / "best.pt")
             if cfg.snapshots:
-                self._save_snapshot(state, row)
+                save_snapshot(state, row, self.dir / "snapshots")
             save_atomic(state, self.dir / "last.pt")
-            self._write_log(history)
+            write_log(history, self.dir)
             print(
                 f"epoch {epoch + 1}/{cfg.epochs} loss={train_loss:.4f} val {summary(metrics)}"
                 f"{'  *best*' if improved else ''}",
@@ -262,8 +254,10 @@ class Run:
         return self.finish(history)
 
     def _epoch(self, loader: DataLoader, loss_fn, schedule, epoch: int) -> float:
-        cfg = self.cfg
-        self.model.train()
+        cfg, device = self.cfg, self.ctx.device
+        self.net.train()
+        if hasattr(loader.sampler, "set_epoch"):  # several processes: new draws each epoch
+            loader.sampler.set_epoch(epoch)
         total, count = 0.0, 0
         bar = tqdm(
             loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress
@@ -272,10 +266,10 @@ class Run:
             mixed = cfg.mix != "none" and self.mix_rng.random() < cfg.mix_prob
             if mixed:
                 x, meta, partner, lam = mix_batch(x, meta, cfg.mix, cfg.mix_alpha, self.mix_rng)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits = self.model(x, meta if cfg.use_metadata else None)
+            x, meta = to_device(x, meta, cfg, device)
+            y = y.to(device, non_blocking=True)
+            with autocast(cfg, device):
+                logits = self.net(x, meta if cfg.use_metadata else None)
             logits = logits.float()
             loss = loss_fn(logits, y)
             if mixed:
@@ -285,9 +279,11 @@ class Run:
                     f"loss became {loss.item()} at epoch {epoch + 1}: lower lr="
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()  # with fp16 off: plain backward and step
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             schedule.step()
+            self.ctx.sync_buffers(self.model)
             if self.ema is not None:
                 self.ema_steps += 1
                 update_ema(self.ema, self.model, self.cfg.ema, self.ema_steps)
@@ -296,29 +292,28 @@ class Run:
             bar.set_postfix(
                 loss=f"{total / count:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}"
             )
+        total, count = self.ctx.total(total, count)
         return total / max(1, count)
 
-    def _save_snapshot(self, state: dict, row: dict) -> None:
-        """This epoch's weights (the EMA's when on) for weight averaging or snapshot ensembles."""
-        folder = self.dir / "snapshots"
-        folder.mkdir(exist_ok=True)
-        keep = ("epoch", "config", "classes", "weight_source")
-        snapshot = {"model": state.get("ema", state["model"]), "val": row}
-        snapshot.update({k: state[k] for k in keep})
-        save_atomic(snapshot, folder / f"e{state['epoch'] + 1:02d}.pt")
-
-    def _write_log(self, history: list[dict]) -> None:
-        with open(self.dir / "log.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(history[0]))
-            writer.writeheader()
-            writer.writerows(history)
-
-        plot_curves(history, self.dir / "curves.png")
+    def _validate(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and probabilities over the whole val part: each process predicts its shard
+        (with the bare network: DDP's forward would wait for the others) and all gather."""
+        model = self.ema or self.model
+        y, p = predict_probs(model, loader, self.cfg, "val", self.ctx.device)
+        shards = self.ctx.gather((y, p))
+        return np.concatenate([s[0] for s in shards]), np.concatenate([s[1] for s in shards])
 
     def finish(self, history: list[dict]) -> Bundle:
         """Best checkpoint -> bundle in the run folder, evaluated on the test part.
 
-        `history` is every epoch's log row, also those after the best."""
+        `history` is every epoch's log row, also those after the best. Rank 0 writes the
+        bundle; the other processes wait for it and load it."""
+        self.ctx.barrier()  # every process has finished training, and best.pt is on disk
+        bundle = self._bundle(history) if self.ctx.main else None
+        self.ctx.barrier()
+        return load_bundle(self.dir / "bundle") if bundle is None else bundle
+
+    def _bundle(self, history: list[dict]) -> Bundle:
         state = torch.load(self.dir / "best.pt", map_location="cpu", weights_only=False)
         self.model.load_state_dict(state.get("ema", state["model"]))
         bundle = bundle_from_model(
@@ -331,6 +326,8 @@ class Run:
             history=history,
             source=self.source,
         )
+        bundle.train_config[LAUNCH] = self.launch
+        bundle.save_description()
         if self.cfg.calibrate:
             calibrate_bundle(
                 bundle.path,
@@ -350,5 +347,8 @@ class Run:
 
 
 def train(cfg: TrainConfig) -> Bundle:
-    """Train per `cfg`; returns the run's evaluated bundle."""
-    return Run(cfg).fit()
+    """Train per `cfg`; returns the run's evaluated bundle (on every process)."""
+    try:
+        return Run(cfg).fit()
+    finally:
+        distributed.stop()
