@@ -108,8 +108,10 @@ def normalise_age(value: object) -> float | None:
     return age if 0 <= age <= 120 else None
 
 
-def make_table(rows: list[dict]) -> pd.DataFrame:
-    table = pd.DataFrame(rows, columns=COLUMNS)
+def make_table(rows: list[dict], extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The COLUMNS table of `rows`, plus a source's own `extra` columns (e.g. PAD-UFES-20's
+    clinical fields) after them; the rest of the library reads only COLUMNS."""
+    table = pd.DataFrame(rows, columns=[*COLUMNS, *extra])
     table["age"] = table["age"].astype(float)
     return table
 
