@@ -1,9 +1,11 @@
 """The self-describing model bundle: a folder with `bundle.json`, `model.pt` and/or `model.onnx`.
 
 `bundle.json` holds everything downstream needs: class codes in index order with display
-names and malignancy, preprocessing, metadata fields, temperature and thresholds, the
-training config, metrics, library versions and SHA-256 hashes of the weight files.
-Nothing downstream hard-codes a class list or a normalisation constant.
+names and malignancy (read back from its "classes" entries, so a class the folder loader
+made up at training time keeps its name and flag), preprocessing, metadata fields,
+temperature and thresholds, the training config, metrics, library versions and SHA-256
+hashes of the weight files. Nothing downstream hard-codes a class list or a normalisation
+constant.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from dermalens import __version__
 from dermalens.files import atomic_write_text, sha256
 from dermalens.preprocess import Preprocessing
-from dermalens.taxonomy import display_name, is_malignant
+from dermalens.taxonomy import CLASSES, LesionClass, display_name, is_malignant
 
 FORMAT_VERSION = 1
 
@@ -71,6 +73,9 @@ class Bundle:
     metrics: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # versions, hashes, card, created...
+    # code -> name and malignant flag (None: unknown) as bundle.json's "classes" give them;
+    # a code missing here (a bundle built in code) falls back to the taxonomy
+    class_info: dict[str, LesionClass] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -89,11 +94,29 @@ class Bundle:
 
     @property
     def display_names(self) -> list[str]:
-        return [display_name(c) for c in self.classes]
+        return [
+            self.class_info[c].name if c in self.class_info else display_name(c)
+            for c in self.classes
+        ]
 
     @property
-    def malignant(self) -> list[bool]:
-        return [is_malignant(c) for c in self.classes]
+    def malignant(self) -> list[bool | None]:
+        """Each class's flag: True, False, or None (unknown: no triage from this model)."""
+        return [self._malignant(c) for c in self.classes]
+
+    def _malignant(self, code: str) -> bool | None:
+        # the taxonomy's non-lesion groups (rashes, infections) are None even where an older
+        # bundle.json says False: a rash must never get a benign / malignant triage
+        if code in CLASSES and CLASSES[code].malignant is None:
+            return None
+        if code in self.class_info:
+            return self.class_info[code].malignant
+        return is_malignant(code)
+
+    @property
+    def unknown_malignancy(self) -> list[str]:
+        """Codes of the classes whose malignancy is unknown; any makes triage unavailable."""
+        return [c for c, m in zip(self.classes, self.malignant) if m is None]
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -106,8 +129,10 @@ class Bundle:
             "format_version": FORMAT_VERSION,
             "name": self.name,
             "classes": [
-                {"index": i, "code": c, "name": display_name(c), "malignant": is_malignant(c)}
-                for i, c in enumerate(self.classes)
+                {"index": i, "code": c, "name": name, "malignant": flag}
+                for i, (c, name, flag) in enumerate(
+                    zip(self.classes, self.display_names, self.malignant)
+                )
             ],
             "preprocessing": self.preprocessing.to_dict(),
             "arch": self.arch,
@@ -140,7 +165,8 @@ def parse(data: dict[str, Any], path: Path) -> Bundle:
     for key in ("name", "classes", "preprocessing", "arch"):
         if key not in data:
             raise BundleError(f"{where}: missing required field {key!r}")
-    classes = [c["code"] for c in sorted(data["classes"], key=lambda c: c["index"])]
+    entries = sorted(data["classes"], key=lambda c: c["index"])
+    classes = [c["code"] for c in entries]
     if not classes or len(set(classes)) != len(classes):
         raise BundleError(f"{where}: class list is empty or has duplicates: {classes}")
     known = {
@@ -171,7 +197,28 @@ def parse(data: dict[str, Any], path: Path) -> Bundle:
         metrics=dict(data.get("metrics", {})),
         train_config=dict(data.get("train_config", {})),
         info={k: v for k, v in data.items() if k not in known},
+        class_info=_class_info(entries, where),
     )
+
+
+def _class_info(entries: list[dict[str, Any]], where: Path) -> dict[str, LesionClass]:
+    """The names and flags the "classes" entries give; a missing one is the taxonomy's."""
+    info = {}
+    for entry in entries:
+        code = entry["code"]
+        if "name" not in entry and "malignant" not in entry:
+            continue
+        name = entry.get("name", display_name(code))
+        flag = entry["malignant"] if "malignant" in entry else is_malignant(code)
+        if not isinstance(name, str) or not name.strip():
+            raise BundleError(f"{where}: class {code!r}: name must be a non-empty string")
+        if flag is not None and not isinstance(flag, bool):
+            raise BundleError(
+                f"{where}: class {code!r}: malignant must be true, false or null (unknown), "
+                f"got {flag!r}"
+            )
+        info[code] = LesionClass(code, name, flag)
+    return info
 
 
 def _bias(data: dict[str, Any], key: str, n: int, where: Path) -> list[float]:
@@ -232,6 +279,11 @@ def check_compatible(members: list[Bundle]) -> None:
             raise BundleError(
                 f"{m.path}: preprocessing {m.preprocessing.to_dict()} differs from "
                 f"{first.path}'s {first.preprocessing.to_dict()}; members share one input"
+            )
+        if m.display_names != first.display_names or m.malignant != first.malignant:
+            raise BundleError(
+                f"{m.path}: class names {m.display_names} or malignant flags {m.malignant} "
+                f"differ from {first.path}'s {first.display_names}, {first.malignant}"
             )
         if m.metadata_fields != first.metadata_fields:
             raise BundleError(

@@ -6,8 +6,10 @@ one trained on ISIC 2019 or an image-folder set speak the same language.
 Image-folder sets may hold classes the taxonomy does not know (DermNet NZ has 381). The
 folder loader registers them as *open* classes (`register_class`): a code that is the
 folder name's slug, a display name, and a malignant flag that is None (unknown) unless a
-`classes.csv` declares it. `is_malignant` returns None for unknown malignancy: such a
-class counts as not malignant in a summed P(malignant), and no triage can be given.
+`classes.csv` declares it. `is_malignant` returns None for unknown malignancy, and for
+the taxonomy's own groups that are not skin lesions (DermNet's rash and infection groups):
+such a class counts as not malignant in a summed P(malignant), and a model with one gives
+no benign / malignant triage ("unavailable", see `runtime.predictor`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from dataclasses import dataclass
 class LesionClass:
     code: str
     name: str
-    malignant: bool | None  # None: unknown (an open class nobody has declared)
+    # None: unknown (an open class nobody has declared) or not a lesion class (a rash)
+    malignant: bool | None
 
 
 # Canonical classes. The first seven are HAM10000's; the rest cover ISIC 2019 and DermNet.
@@ -38,28 +41,37 @@ CLASSES: dict[str, LesionClass] = {
         LesionClass("vasc", "Vascular lesion", False),
         LesionClass("scc", "Squamous cell carcinoma", True),
         LesionClass("unk", "Other / unknown", False),
-        # DermNet (Kaggle, 23 classes) folder names, normalised by `_slug`.
-        LesionClass("acne_rosacea", "Acne and rosacea", False),
-        LesionClass("bullous", "Bullous disease", False),
-        LesionClass("cellulitis", "Cellulitis, impetigo and bacterial infections", False),
-        LesionClass("eczema", "Eczema", False),
-        LesionClass("exanthems", "Exanthems and drug eruptions", False),
-        LesionClass("hair_loss", "Hair loss (alopecia)", False),
-        LesionClass("herpes_hpv", "Herpes, HPV and other STDs", False),
-        LesionClass("pigmentation", "Light diseases and pigmentation disorders", False),
-        LesionClass("lupus", "Lupus and connective tissue diseases", False),
+        # DermNet (Kaggle, 23 classes) folder names, normalised by `_slug`. Each group is
+        # either a lesion group, flagged True (it holds skin cancers; a mixed group such as
+        # "melanoma, nevi and moles" counts as malignant, the safe side) or False (benign
+        # growths: seborrhoeic keratoses and benign tumours; vascular tumours, mostly
+        # haemangiomas and pyogenic granulomas), or a group of rashes, infections, hair, nail
+        # and pigment disorders or systemic disease: None, not a lesion class, so a model
+        # with it gives no triage. The benign / malignant triage is meant for skin lesions;
+        # a photo of a rash must never be called "benign" (or "malignant") by it. Warts and
+        # molluscum are lesions, but their group is "viral infections" (also exanthems such
+        # as chickenpox), so it is None too.
+        LesionClass("acne_rosacea", "Acne and rosacea", None),
+        LesionClass("bullous", "Bullous disease", None),
+        LesionClass("cellulitis", "Cellulitis, impetigo and bacterial infections", None),
+        LesionClass("eczema", "Eczema", None),
+        LesionClass("exanthems", "Exanthems and drug eruptions", None),
+        LesionClass("hair_loss", "Hair loss (alopecia)", None),
+        LesionClass("herpes_hpv", "Herpes, HPV and other STDs", None),
+        LesionClass("pigmentation", "Light diseases and pigmentation disorders", None),
+        LesionClass("lupus", "Lupus and connective tissue diseases", None),
         LesionClass("melanoma_nevi", "Melanoma skin cancer, nevi and moles", True),
-        LesionClass("nail_fungus", "Nail fungus and other nail disease", False),
-        LesionClass("poison_ivy", "Poison ivy and contact dermatitis", False),
-        LesionClass("psoriasis", "Psoriasis, lichen planus and related diseases", False),
-        LesionClass("scabies", "Scabies, Lyme disease and infestations", False),
+        LesionClass("nail_fungus", "Nail fungus and other nail disease", None),
+        LesionClass("poison_ivy", "Poison ivy and contact dermatitis", None),
+        LesionClass("psoriasis", "Psoriasis, lichen planus and related diseases", None),
+        LesionClass("scabies", "Scabies, Lyme disease and infestations", None),
         LesionClass("seborrheic_keratoses", "Seborrheic keratoses and benign tumors", False),
-        LesionClass("systemic", "Systemic disease", False),
-        LesionClass("tinea", "Tinea, ringworm, candidiasis and fungal infections", False),
-        LesionClass("urticaria", "Urticaria (hives)", False),
+        LesionClass("systemic", "Systemic disease", None),
+        LesionClass("tinea", "Tinea, ringworm, candidiasis and fungal infections", None),
+        LesionClass("urticaria", "Urticaria (hives)", None),
         LesionClass("vascular_tumors", "Vascular tumors", False),
-        LesionClass("vasculitis", "Vasculitis", False),
-        LesionClass("warts", "Warts, molluscum and viral infections", False),
+        LesionClass("vasculitis", "Vasculitis", None),
+        LesionClass("warts", "Warts, molluscum and viral infections", None),
         LesionClass("actinic_keratosis_bcc", "Actinic keratosis, BCC and malignant lesions", True),
     ]
 }
@@ -176,7 +188,8 @@ def display_name(code: str) -> str:
 
 
 def is_malignant(code: str) -> bool | None:
-    """True or False when known; None when nobody has said (an open or unknown class).
+    """True or False when known; None when nobody has said (an open or unknown class) or
+    the class is not a skin lesion (a rash or infection group: no triage for it).
 
     Callers summing P(malignant) count None as not malignant, and must give no triage
     for a model with such classes (see the module docstring)."""

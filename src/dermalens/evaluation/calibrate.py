@@ -14,7 +14,8 @@
    coverage that meets the target; never deferring more than 1 - `min_coverage` of images.
 3. Triage: malignant when P(malignant) = sum of the malignant classes' calibrated
    probabilities reaches the highest threshold that still flags at least
-   `Targets.sensitivity` of the validation malignant images.
+   `Targets.sensitivity` of the validation malignant images. Skipped (no threshold, the
+   reason recorded) for a model with a class of unknown malignancy: it gives no triage.
 4. Out-of-distribution check (`runtime.ood`, fitted by `evaluation.ood_fit`): fitted on
    training images' features, thresholded at a high quantile of validation scores.
 
@@ -50,6 +51,7 @@ from dermalens.evaluation.thresholds import (
     choose_uncertain_threshold,
     curve_points,
     risk_coverage,
+    triage_skipped,
 )
 from dermalens.files import now
 from dermalens.runtime.predictor import Predictor
@@ -201,7 +203,10 @@ def _abstention(probs, answers, labels, targets: Targets, out_dir: Path | None) 
     }
 
 
-def _triage(probs, labels, classes: list[str], malignant: np.ndarray, targets: Targets) -> dict:
+def _triage(probs, labels, bundle: Bundle, targets: Targets) -> dict:
+    if bundle.unknown_malignancy:
+        return triage_skipped(bundle.unknown_malignancy)
+    classes, malignant = bundle.classes, np.array(bundle.malignant, bool)
     if not malignant.any():
         return {"skipped": "the model has no malignant classes"}
     p_mal, is_mal = probs[:, malignant].sum(axis=1), malignant[labels]
@@ -269,14 +274,13 @@ def calibrate(
     predictor.read_calibration()
     probs = predictor.calibrated(logits)
     answers = predictor.decide(probs)
-    malignant = np.array(bundle.malignant)
     metrics = {
         "calibration": {
             **_calibration(logits, labels, temperature, bias, t_only, out),
             "tta": tta,
         },
         "abstention": _abstention(probs, answers, labels, targets, out),
-        "triage": _triage(probs, labels, bundle.classes, malignant, targets),
+        "triage": _triage(probs, labels, bundle, targets),
     }
     if bundle.is_ensemble:
         metrics["calibration"]["rule"] = (

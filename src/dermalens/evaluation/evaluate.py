@@ -4,6 +4,8 @@ Writes `metrics.json`, `predictions.csv`, `confusion.png` and `reliability.png`.
 the classification metrics, `metrics["decision"]` holds triage sensitivity / specificity
 and abstention coverage / selective accuracy at the bundle's thresholds, and
 `metrics["ood"]` the share of these (skin) images the OOD check rejects, if it has one.
+A model with a class of unknown malignancy gives no triage: `metrics["decision"]["triage"]`
+says "skipped" and why, and `p_malignant` sums only the classes flagged malignant.
 """
 
 from __future__ import annotations
@@ -146,10 +148,11 @@ def evaluate_table(
         labels[ok],
         probs[ok],
         answers[ok],
-        predictor.malignant_mask,
+        bundle.malignant,  # a class of unknown malignancy (None): triage "skipped"
         predictor.uncertain_below,
         predictor.triage_at,
         None if ood is None else ood[1],
+        bundle.classes,
     )
     metrics["ood"] = None if ood is None else ood_rates(ood[1], labels[ok], bundle.classes)
     metrics["tta"] = tta

@@ -1,5 +1,8 @@
 """Operating points: abstention ("uncertain") and triage thresholds, and the decision
-metrics they give (coverage, selective accuracy, sensitivity, specificity)."""
+metrics they give (coverage, selective accuracy, sensitivity, specificity).
+
+A model with a class of unknown malignancy (flag None) gives no triage, so neither
+calibration nor evaluation measures one: both report `triage_skipped`."""
 
 from __future__ import annotations
 
@@ -53,6 +56,18 @@ def choose_triage_threshold(
     return _just_below(positives[misses], p_malignant)
 
 
+def triage_skipped(unknown: list[str], shown: int = 10) -> dict:
+    """The triage entry for a model whose classes `unknown` have unknown malignancy."""
+    more = f" and {len(unknown) - shown} more" if len(unknown) > shown else ""
+    return {
+        "skipped": (
+            f"no benign / malignant triage: the malignancy of {', '.join(unknown[:shown])}"
+            f"{more} is unknown, so the model gives none (a clinician must decide)"
+        ),
+        "unknown_malignancy": list(unknown),
+    }
+
+
 def _rate(mask: np.ndarray, of: np.ndarray) -> float | None:
     return float(mask[of].mean()) if of.any() else None
 
@@ -61,14 +76,18 @@ def decision_metrics(
     labels: np.ndarray,
     probs: np.ndarray,
     answers: np.ndarray,
-    malignant: np.ndarray,
+    malignant: np.ndarray | list[bool | None],
     uncertain_below: float,
     triage_at: float,
     not_skin: np.ndarray | None = None,
+    classes: list[str] | None = None,
 ) -> dict:
     """Abstention and triage as the Predictor decides them, on labelled probabilities and
-    the answers given (`Predictor.decide`)."""
-    labels, malignant = np.asarray(labels, int), np.asarray(malignant, bool)
+    the answers given (`Predictor.decide`). `malignant`: each class's flag; any None
+    (unknown) skips triage, naming those of `classes`."""
+    flags = list(malignant)
+    unknown = [classes[i] if classes else str(i) for i, f in enumerate(flags) if f is None]
+    labels, malignant = np.asarray(labels, int), np.array([bool(f) for f in flags], bool)
     answers = np.asarray(answers, int)
     correct = answers == labels
     kept = probs[np.arange(len(answers)), answers] >= uncertain_below
@@ -77,13 +96,16 @@ def decision_metrics(
     is_mal = malignant[labels]
     flagged = probs[:, malignant].sum(axis=1) >= triage_at
     everyone = np.ones(len(labels), bool)
+    abstention = {
+        "uncertain_below": float(uncertain_below),
+        "coverage": _rate(kept, everyone),
+        "selective_accuracy": _rate(correct, kept),
+        "accuracy_all": _rate(correct, everyone),
+    }
+    if unknown:
+        return {"abstention": abstention, "triage": triage_skipped(unknown)}
     return {
-        "abstention": {
-            "uncertain_below": float(uncertain_below),
-            "coverage": _rate(kept, everyone),
-            "selective_accuracy": _rate(correct, kept),
-            "accuracy_all": _rate(correct, everyone),
-        },
+        "abstention": abstention,
         "triage": {
             "threshold": float(triage_at),
             "sensitivity": _rate(flagged, is_mal),

@@ -11,6 +11,11 @@ horizontal and vertical flips and its 180-degree rotation, made on the preproces
 array (one batched model call, no second decode). When the bundle holds an OOD check
 (`ood.npz`, see `runtime.ood`), an image that does not look like a dermoscopic skin
 image gets `not_skin=True`, `uncertain=True` and triage "not_skin".
+
+A model whose classes include one of unknown malignancy (an open class from an image
+folder that no classes.csv flags, or a rash group; `Bundle.malignant` None) gives no
+benign / malignant triage: triage "unavailable", its rule naming those classes ("not_skin"
+and "uncertain" still come first). Class names and flags come from the bundle.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from dermalens.runtime.engines import Engine
 from dermalens.runtime.explain import cam
 from dermalens.runtime.ood import OodDetector, load_ood, pixel_stats, pooled
 from dermalens.runtime.selection import make_engine
-from dermalens.taxonomy import display_name, is_malignant
 
 DEFAULT_UNCERTAIN = 0.5  # the answer's probability below which the answer is "uncertain"
 
@@ -58,7 +62,7 @@ class ClassScore:
     code: str
     name: str
     probability: float
-    malignant: bool
+    malignant: bool | None  # None: unknown (no triage from a model with such a class)
 
 
 @dataclass
@@ -71,7 +75,7 @@ class Prediction:
     # `Predictor.decide`); each with its calibrated probability, which need not fall
     top: list[ClassScore]
     malignant_probability: float
-    triage: str  # "malignant" | "benign" | "uncertain" | "not_skin"
+    triage: str  # "malignant" | "benign" | "uncertain" | "not_skin" | "unavailable"
     triage_rule: str
     uncertain: bool
     model_version: str
@@ -119,7 +123,10 @@ class Predictor:
         self.engine: Engine = make_engine(self.bundle, backend, threads, precision, spinning)
         self.pre = self.bundle.preprocessing
         self.tta = tta
-        self.malignant_mask = np.array(self.bundle.malignant)
+        self.names, self.flags = self.bundle.display_names, self.bundle.malignant
+        # P(malignant) sums only the classes flagged True; unknown (None) ones count as not
+        self.malignant_mask = np.array([bool(f) for f in self.flags], dtype=bool)
+        self.unknown_malignancy = self.bundle.unknown_malignancy
         self.read_calibration()
         self.ood: OodDetector | None = load_ood(self.bundle) if ood else None
 
@@ -236,12 +243,7 @@ class Predictor:
         # ranked by the decision rule, so top[0] is the answer; each with its probability
         scores = self.decision_scores(probs[None])[0]
         order = np.argsort(-scores, kind="stable")[: max(1, min(top_k, len(classes)))]
-        top = [
-            ClassScore(
-                classes[i], display_name(classes[i]), float(probs[i]), is_malignant(classes[i])
-            )
-            for i in order
-        ]
+        top = [ClassScore(classes[i], self.names[i], float(probs[i]), self.flags[i]) for i in order]
         p_mal = float(probs[self.malignant_mask].sum())
         not_skin = bool(not_skin_reason)
         uncertain = not_skin or bool(probs[order[0]] < self.uncertain_below)
@@ -249,12 +251,15 @@ class Predictor:
             triage = "not_skin"
         elif uncertain:
             triage = "uncertain"
+        elif self.unknown_malignancy:
+            triage = "unavailable"
         else:
             triage = "malignant" if p_mal >= self.triage_at else "benign"
-        rule = (
-            f"malignant if P(malignant classes) >= {self.triage_at:.3f}; "
-            f"uncertain if the answer's probability < {self.uncertain_below:.3f}"
-        )
+        if self.unknown_malignancy:
+            rule = self.no_triage_rule()
+        else:
+            rule = f"malignant if P(malignant classes) >= {self.triage_at:.3f}"
+        rule += f"; uncertain if the answer's probability < {self.uncertain_below:.3f}"
         if self.ood is not None:
             rule += (
                 f"; not_skin (and uncertain) if a flat frame, pixel noise or a greyscale "
@@ -275,4 +280,17 @@ class Predictor:
             ood_score=ood_score,
             not_skin=not_skin,
             not_skin_reason=not_skin_reason,
+        )
+
+    def no_triage_rule(self, shown: int = 5) -> str:
+        """Why a model with classes of unknown malignancy gives no triage, naming them."""
+        unknown = [
+            f"{name} ({code})"
+            for code, name, flag in zip(self.bundle.classes, self.names, self.flags)
+            if flag is None
+        ]
+        more = f" and {len(unknown) - shown} more" if len(unknown) > shown else ""
+        return (
+            f"no benign / malignant triage (unavailable): the malignancy of "
+            f"{', '.join(unknown[:shown])}{more} is not known, so a clinician must decide"
         )

@@ -17,13 +17,24 @@ class ClassScore(BaseModel):
     code: str = Field(examples=["mel"])
     name: str = Field(examples=["Melanoma"])
     probability: float = Field(ge=0, le=1)
-    malignant: bool
+    malignant: bool | None = Field(
+        description="true: a malignant class; false: a benign one; null: malignancy unknown "
+        "(a class no one has flagged, or a condition that is not a skin lesion, such as a "
+        "rash): a model with such a class gives no triage (triage.result 'unavailable')"
+    )
 
 
 class Triage(BaseModel):
-    result: str = Field(description="benign, malignant, uncertain, or not_skin (OOD check)")
-    rule: str = Field(description="the thresholds that produced `result`")
-    malignant_probability: float = Field(description="summed probability of malignant classes")
+    result: str = Field(
+        description="benign, malignant, uncertain, not_skin (OOD check), or unavailable: the "
+        "model's classes include some of unknown malignancy, so it gives no benign / "
+        "malignant triage and a clinician must decide"
+    )
+    rule: str = Field(description="the thresholds that produced `result`, or why none applies")
+    malignant_probability: float = Field(
+        description="summed probability of the classes flagged malignant (classes of unknown "
+        "malignancy are not counted)"
+    )
 
 
 class Heatmap(BaseModel):

@@ -1,4 +1,9 @@
-"""A trained network as a self-describing bundle folder (`model.pt` + `bundle.json`)."""
+"""A trained network as a self-describing bundle folder (`model.pt` + `bundle.json`).
+
+Each class's name and malignant flag are written as the taxonomy knows them when the bundle
+is made, open classes from an image folder's names or classes.csv included (they exist only
+in the process that loaded the data): the bundle keeps them from then on.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dermalens.bundle import WEIGHTS, Bundle
 from dermalens.config import TrainConfig
 from dermalens.files import now, replace_dir
 from dermalens.preprocess import Preprocessing
+from dermalens.taxonomy import LesionClass, lookup
 
 DATA_LICENCES = {
     "ham10000": "CC BY-NC-SA 4.0 (HAM10000, Tschandl et al. 2018): non-commercial, share-alike",
@@ -44,11 +50,17 @@ def bundle_from_model(
     weight_source: str,
     history: list[dict] | None = None,
     source: str = "",
+    class_info: dict[str, LesionClass] | None = None,
 ) -> Bundle:
-    """Write a bundle folder (model.pt + bundle.json); replaces `target` only when complete."""
+    """Write a bundle folder (model.pt + bundle.json); replaces `target` only when complete.
+
+    `class_info`: code -> name and malignant flag; by default what the taxonomy (with the
+    open classes this process registered) says."""
     target = Path(target)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / WEIGHTS)
+    if class_info is None:
+        class_info = {c: found for c in classes if (found := lookup(c)) is not None}
     bundle = Bundle(
         path=staging,
         name=cfg.name or cfg.model,
@@ -69,7 +81,15 @@ def bundle_from_model(
             "history": history or [],
             "card": model_card(cfg, source),
         },
+        class_info=dict(class_info),
     )
+    unknown = bundle.unknown_malignancy
+    if unknown:  # an open class nobody flagged in classes.csv, or a rash group
+        listed = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        bundle.info["card"]["triage"] = (
+            f"none: {len(unknown)} of the model's classes ({listed}) have unknown malignancy "
+            "or are not skin-lesion classes, so it gives no benign / malignant triage"
+        )
     bundle.save_description()
     replace_dir(staging, target)
     bundle.path = target

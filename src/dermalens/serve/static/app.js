@@ -9,6 +9,8 @@ const TRIAGE = {
   uncertain: "Uncertain: refer",
   not_skin: "Not recognised as a skin image",
 };
+// "unavailable": the model has classes of unknown malignancy, so it gives no triage and the
+// page shows no badge, only #no-triage's sentence saying why
 
 let chosen = null; // the File to analyse
 let previewUrl = null;
@@ -53,10 +55,10 @@ function renderTop(top) {
     code.className = "code";
     code.textContent = c.code;
     name.append(code);
-    if (c.malignant) {
+    if (c.malignant || c.malignant === null) {
       const tag = document.createElement("span");
-      tag.className = "tag";
-      tag.textContent = "malignant class";
+      tag.className = c.malignant ? "tag" : "tag unknown";
+      tag.textContent = c.malignant ? "malignant class" : "malignancy not known";
       name.append(tag);
     }
     const value = document.createElement("span");
@@ -81,9 +83,14 @@ function renderTop(top) {
 function render(result) {
   predictionId = result.id;
   const badge = $("triage");
+  const noTriage = result.triage.result === "unavailable";
+  badge.hidden = noTriage;
   badge.dataset.triage = result.triage.result;
-  badge.textContent = TRIAGE[result.triage.result] || result.triage.result;
+  badge.textContent = noTriage ? "" : TRIAGE[result.triage.result] || result.triage.result;
   badge.title = result.triage.rule;
+  $("no-triage").hidden = !noTriage;
+  $("no-triage-rule").textContent = noTriage ? result.triage.rule : "";
+  $("triage-detail").hidden = noTriage; // a sum missing the unknown classes would mislead
   const note = $("uncertain");
   note.hidden = !result.uncertain;
   note.textContent = result.not_skin
