@@ -9,6 +9,7 @@ the list below in step with the parser, so a new flag without a test fails.
 """
 
 import argparse
+import dataclasses
 import importlib
 import inspect
 import json
@@ -21,6 +22,7 @@ import pytest
 from dermalens.cli import commands, main
 from dermalens.cli.parser import parser
 from dermalens.imageio import iter_images
+from dermalens.runtime.archive import ArchiveSummary
 from dermalens.runtime.folder import FolderItem
 from dermalens.runtime.predictor import ClassScore, Prediction
 
@@ -28,6 +30,16 @@ from dermalens.runtime.predictor import ClassScore, Prediction
 TESTED = {
     "": {"-v", "--verbose"},
     "predict": {"--model", "--top-k", "--format", "--backend", "--precision"},
+    "predict-batch": {
+        "--out",
+        "--model",
+        "--address",
+        "--actors",
+        "--cpus-per-actor",
+        "--batch-size",
+        "--top-k",
+        "--progress",
+    },
     "train": set(),
     "evaluate": {
         "--split",
@@ -176,6 +188,94 @@ def test_predict_table_is_the_default(fake_predict, fixture_images, capsys):
     code, out, _ = run(capsys, "predict", str(fixture_images[0]))
     assert code == 0 and "model: fake@0" in out and "triage: benign" in out
     assert made[0]["backend"] == "auto" and made[0]["precision"] == "auto"
+
+
+def _archive_summary(**changes) -> ArchiveSummary:
+    summary = ArchiveSummary(
+        out="s3://b/r/bundle=0123456789abcdef",
+        model_version="fake@0",
+        bundle_sha256="0123456789abcdef" * 4,
+        images=10,
+        skipped=4,
+        written=6,
+        rows=10,
+        errors=1,
+        seconds=2.5,
+        actors=3,
+    )
+    return dataclasses.replace(summary, **changes)
+
+
+def test_predict_batch_flags(monkeypatch, capsys):
+    calls = spy(monkeypatch, commands, "predict_archive", _archive_summary())
+    code, out, _ = run(
+        capsys,
+        "predict-batch",
+        "s3://b/manifest.parquet",
+        "--out",
+        "s3://b/r",
+        "--model",
+        "some/bundle",
+        "--address",
+        "ray://head:10001",
+        "--actors",
+        "3",
+        "--cpus-per-actor",
+        "2",
+        "--batch-size",
+        "16",
+        "--top-k",
+        "5",
+        "--progress",
+    )
+    assert code == 0
+    [call] = calls
+    assert (call["source"], call["out"], call["model"]) == (
+        "s3://b/manifest.parquet",
+        "s3://b/r",  # a URI stays a string: a Path would fold "s3://" into "s3:/"
+        "some/bundle",
+    )
+    assert (call["address"], call["actors"], call["cpus_per_actor"]) == ("ray://head:10001", 3, 2)
+    assert (call["batch_size"], call["top_k"], call["progress"]) == (16, 5, True)
+    assert "10 images: 4 already done, 6 predicted in 2.5 s on 3 actors" in out
+    assert "results: s3://b/r/bundle=0123456789abcdef (10 rows, 1 with an error)" in out
+
+
+def test_predict_batch_defaults(monkeypatch, capsys):
+    calls = spy(monkeypatch, commands, "predict_archive", _archive_summary())
+    assert run(capsys, "predict-batch", "scans", "--out", "results")[0] == 0
+    [call] = calls
+    assert (call["model"], call["address"], call["actors"], call["cpus_per_actor"]) == (
+        None,
+        None,
+        0,
+        1,
+    )
+    assert (call["batch_size"], call["top_k"], call["progress"]) == (32, 3, False)
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--actors", "-1", "must be 0 or more, got -1"),
+        ("--cpus-per-actor", "0", "must be 1 or more, got 0"),
+        ("--batch-size", "many", "not a whole number: 'many'"),
+    ],
+)
+def test_predict_batch_rejects_bad_counts(capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict-batch", "scans", "--out", "r", flag, value])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_predict_batch_without_the_scale_extra(monkeypatch, capsys):
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'ray'", name="ray")
+
+    monkeypatch.setattr(commands, "predict_archive", missing)
+    code, _, err = run(capsys, "predict-batch", "scans", "--out", "r")
+    assert code == 2
+    assert "needs the scale extra (Ray Data): pip install -e '.[scale]'" in err
 
 
 def test_verbose_sets_info_logging(monkeypatch, capsys):

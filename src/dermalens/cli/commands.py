@@ -18,6 +18,7 @@ from dermalens.evaluation.metrics import summary as summary_line
 from dermalens.export.variants import export_variants
 from dermalens.imageio import find_images, iter_images
 from dermalens.patient import withheld_fields
+from dermalens.runtime.archive import predict_archive
 from dermalens.runtime.ensemble import build_ensemble
 from dermalens.runtime.folder import predict_folder
 from dermalens.runtime.predictor import DISCLAIMER, NOT_SKIN_ADVICE, Predictor
@@ -68,6 +69,38 @@ def run_predict(args: argparse.Namespace) -> int:
         total = failed + len(rows)
         print(f"dermalens predict: {failed} of {total} inputs failed", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_predict_batch(args: argparse.Namespace) -> int:
+    try:
+        summary = predict_archive(
+            args.source,
+            args.out,
+            model=args.model,
+            address=args.address,
+            actors=args.actors,
+            cpus_per_actor=args.cpus_per_actor,
+            batch_size=args.batch_size,
+            top_k=args.top_k,
+            progress=args.progress,
+        )
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("ray", "pyarrow"):
+            raise
+        print(
+            "dermalens predict-batch: error: needs the scale extra (Ray Data): "
+            "pip install -e '.[scale]'",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"model: {summary.model_version} (bundle sha256 {summary.bundle_sha256[:16]})")
+    print(
+        f"{summary.images:,} images: {summary.skipped:,} already done, {summary.written:,} "
+        f"predicted in {summary.seconds:.1f} s on {summary.actors} actors"
+    )
+    print(f"results: {summary.out} ({summary.rows:,} rows, {summary.errors:,} with an error)")
+    print(f"\n{DISCLAIMER}")
     return 0
 
 
@@ -153,6 +186,25 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
+
+
+def whole(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {text}")
     return value
 
 

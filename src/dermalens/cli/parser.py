@@ -13,6 +13,7 @@ from dermalens.runtime.selection import PRECISIONS
 DESCRIPTION = """`dermalens` command line: a thin shim over the library.
 
 dermalens predict IMAGE_OR_FOLDER...       # bundled default model
+dermalens predict-batch SOURCE --out DIR [--address ray://HOST:10001]
 dermalens train [config.json] key=value ...
 dermalens evaluate MODEL DATA [--split test --split-file runs/x/split.csv]
 dermalens export MODEL [--check-images DIR]
@@ -54,6 +55,42 @@ def parser() -> argparse.ArgumentParser:
         "faster; fp32: the plain model.onnx",
     )
     s.set_defaults(func=commands.run_predict)
+
+    s = sub.add_parser(
+        "predict-batch",
+        help="classify a folder or manifest of images on Ray Data, into Parquet",
+        description="Classify every image of SOURCE (a folder, or a CSV / Parquet manifest "
+        "with a 'path' column and optional age, sex and site columns; local or a URI such as "
+        "s3://...) on Ray Data and write one Parquet row per image under OUT/bundle=<key>/. "
+        "An image that cannot be used is a row with its 'error'; a rerun skips the images "
+        "that bundle already did. Needs the scale extra: pip install -e '.[scale]'.",
+    )
+    s.add_argument("source", help="folder or manifest (.csv, .parquet), local or a URI")
+    s.add_argument("--out", required=True, help="results folder, local or a URI")
+    s.add_argument("--model", help="bundle folder (default: the bundled model)")
+    s.add_argument(
+        "--address",
+        help="Ray cluster to join, e.g. ray://HOST:10001 (default: $RAY_ADDRESS, else a local "
+        "Ray on this machine); anyone who reaches it can run code: keep it on a private network",
+    )
+    s.add_argument(
+        "--actors",
+        type=commands.whole,
+        default=0,
+        help="classifier actors (0: one per --cpus-per-actor cores of the cluster)",
+    )
+    s.add_argument(
+        "--cpus-per-actor",
+        type=commands.positive,
+        default=1,
+        help="cores each actor reserves: its ONNX Runtime and decoding threads (default 1)",
+    )
+    s.add_argument("--batch-size", type=commands.positive, default=32)
+    s.add_argument("--top-k", type=commands.positive, default=3)
+    s.add_argument(
+        "--progress", action="store_true", help="show Ray Data's progress bars and notes"
+    )
+    s.set_defaults(func=commands.run_predict_batch)
 
     s = sub.add_parser("train", help="train a model: [config.json|yaml] key=value ...")
     s.add_argument("settings", nargs="*")
