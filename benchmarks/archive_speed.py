@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from dermalens.bundle import default_model_path
 from dermalens.runtime.archive import predict_archive, start_ray
@@ -96,54 +97,96 @@ def archive_rate(manifest: Path, out: Path, model: Path, batch_size: int, actors
     return summary.written / seconds, summary.actors, list(memory.peak.values())
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--folder", type=Path, default=HAM_IMAGES)
-    p.add_argument("--model", type=Path, default=default_model_path())
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--actors", type=int, default=0, help="0: one per core")
-    args = p.parse_args(argv)
-    import ray  # the scale extra
+def upscaled(files: list[Path], size: tuple[int, int], folder: Path) -> list[Path]:
+    """Copies at `size` (JPEG quality 90): the decoding cost of full-size archive images."""
+    folder.mkdir()
+    out = []
+    for f in files:
+        target = folder / f.name
+        Image.open(f).resize(size, Image.BICUBIC).save(target, quality=90)
+        out.append(target)
+    return out
 
-    files = sorted(args.folder.glob("*.jpg"))[: args.images]
-    if len(files) < args.images:
-        print(f"only {len(files)} images in {args.folder}", file=sys.stderr)
-        return 1
-    megabytes = sum(len(f.read_bytes()) for f in files) / 2**20  # warm the page cache
-    print(f"CPU: {cpu_model()}, {cores()} cores; {len(files)} JPEGs ({megabytes:.0f} MiB)")
-    print(f"load average before: {load()}")
-    tmp = Path(tempfile.mkdtemp(prefix="archive-speed-"))
-    manifest = tmp / "manifest.csv"
+
+def measure(files, tmp, args, tag) -> tuple[list[float], list[float], list]:
+    manifest = tmp / f"manifest-{tag}.csv"
     with manifest.open("w", newline="") as f:
         csv.writer(f).writerows([["path"], *([str(x)] for x in files)])
+    megabytes = sum(len(f.read_bytes()) for f in files) / 2**20  # warm the page cache
+    width, height = Image.open(files[0]).size
+    print(f"\n{len(files)} JPEGs of {width}x{height} ({megabytes:.0f} MiB)")
+    print("| round | predict_folder images/s | Ray Data images/s | ratio | actors | load |")
+    print("|---|---|---|---|---|---|")
     predictor = Predictor(args.model, backend="onnx", precision="fp32")
-    start = time.perf_counter()
-    start_ray(None)
-    print(f"local Ray start: {time.perf_counter() - start:.1f} s (not in the rates below)")
-    print("\n| round | predict_folder images/s | Ray Data images/s | ratio | actors |")
-    print("|---|---|---|---|---|")
     ratios, rates, memories = [], [], []
     for round_ in range(args.rounds):
         folder = folder_rate(predictor, files)
-        out = tmp / f"results-{round_}"
+        out = tmp / f"results-{tag}-{round_}"
         archive, actors, memory = archive_rate(
             manifest, out, args.model, args.batch_size, args.actors
         )
         ratios.append(archive / folder)
         rates.append(archive)
         memories += memory
-        print(f"| {round_} | {folder:.0f} | {archive:.0f} | {archive / folder:.2f} | {actors} |")
-    print(f"\nratio: mean {np.mean(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}")
+        print(
+            f"| {round_} | {folder:.0f} | {archive:.0f} | {archive / folder:.2f} | {actors} "
+            f"| {os.getloadavg()[0]:.2f} |",
+            flush=True,
+        )
+    print(f"ratio: mean {np.mean(ratios):.2f}, range {min(ratios):.2f}-{max(ratios):.2f}")
+    return ratios, rates, memories
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, nargs="+", default=[1000], help="one run per count")
+    p.add_argument("--folder", type=Path, default=HAM_IMAGES)
+    p.add_argument("--model", type=Path, default=default_model_path())
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--actors", type=int, default=0, help="0: one per core")
+    p.add_argument(
+        "--upscale",
+        type=int,
+        nargs=2,
+        metavar=("W", "H"),
+        help="also time the first count's images re-encoded at W x H",
+    )
+    args = p.parse_args(argv)
+    import ray  # the scale extra
+
+    files = sorted(args.folder.glob("*.jpg"))
+    if len(files) < max(args.images):
+        print(f"only {len(files)} images in {args.folder}", file=sys.stderr)
+        return 1
+    print(f"CPU: {cpu_model()}, {cores()} cores; load average before: {load()}")
+    tmp = Path(tempfile.mkdtemp(prefix="archive-speed-"))
+    start = time.perf_counter()
+    start_ray(None)
+    print(f"local Ray start: {time.perf_counter() - start:.1f} s (not in the rates below)")
+    # Ray Data starts its own helper actors on a session's first job: not in the rates
+    warm = tmp / "warm-up.csv"
+    warm.write_text(f"path\n{files[0]}\n")
+    predict_archive(warm, tmp / "warm-up", args.model)
+    steady, memories = None, []
+    for n in args.images:
+        _, rates, memory = measure(files[:n], tmp, args, str(n))
+        steady, memories = float(np.mean(rates)), memories + memory
+    if args.upscale:
+        big = upscaled(files[: args.images[0]], tuple(args.upscale), tmp / "upscaled")
+        _, rates, memory = measure(big, tmp, args, "upscaled")
+        memories += memory
+        per_core = float(np.mean(rates)) / cores()
+        print(f"at {args.upscale[0]}x{args.upscale[1]}: {per_core:.0f} images/s per core")
     if memories:
         rss, pss = np.array(memories).max(axis=0)
-        print(f"memory per actor (peak): RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
-    per_core = float(np.mean(rates)) / cores()
+        print(f"\nmemory per actor (peak): RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
+    per_core = steady / cores()
     need = 1_000_000 / 3600 / per_core
     print(
-        f"plan: {per_core:.0f} images/s per core here; 1,000,000 images in an hour need "
-        f"{1_000_000 / 3600:.0f} images/s, about {need:.0f} such cores (before any margin)"
+        f"plan: {per_core:.0f} images/s per core here ({args.images[-1]} images); "
+        f"1,000,000 images in an hour need {1_000_000 / 3600:.0f} images/s, about "
+        f"{need:.1f} such cores (before any margin)"
     )
     print(f"load average after: {load()}")
     ray.shutdown()

@@ -13,11 +13,11 @@ already done; then Ray Data reads each image's bytes (`read_images`: a missing o
 unreadable file becomes that row's error) and `Classifier` actors, one ONNX Runtime session
 each, decode with `imageio.load_image` (size limits, EXIF orientation) and run the same
 `Predictor` steps as `dermalens predict`: preprocessing, metadata, model, calibration,
-thresholds and the OOD check. Rows (`archive_io`) are written as Parquet under
-OUT/bundle=<key>/, where the key is the first 16 hex digits of the SHA-256 of every bundle
-file the actors load: a rerun with the same bundle skips each image that already has a row
-there (an error row included), and another bundle writes its own folder, so two models'
-results never mix.
+thresholds and the OOD check. Their rows stream back to the driver, which writes them
+(`archive_io.ResultsWriter`: whole files only) as Parquet under OUT/bundle=<key>/, the key
+being the first 16 hex digits of the SHA-256 of every bundle file the actors load. A rerun
+with the same bundle skips each image that already has a row there (an error row
+included); another bundle writes its own folder, so two models' results never mix.
 
 Needs the scale extra (`pip install -e ".[scale]"`): ray and pyarrow are imported inside
 the functions that use them, so the default install imports this module without them.
@@ -41,6 +41,7 @@ from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError, default_model_p
 from dermalens.imageio import ImageError
 from dermalens.runtime.archive_io import (
     MAX_FILE_BYTES,
+    ResultsWriter,
     filesystem,
     pending_sources,
     result_row,
@@ -53,8 +54,7 @@ from dermalens.runtime.predictor import Predictor
 log = logging.getLogger(__name__)
 
 READ_THREADS = 8  # concurrent reads per batch: object stores answer in tens of ms each
-# rows per Parquet file, at least: a few MB each, and few write tasks (each may start a
-# Ray worker process, seconds of CPU on a small machine)
+# rows per Parquet file: a few MB each; a stopped run loses at most the file being filled
 ROWS_PER_FILE = 4096
 
 
@@ -265,6 +265,7 @@ def predict_archive(
     out_fs, out_root = filesystem(str(out), folder=True)
     folder = f"{out_root.rstrip('/')}/bundle={key[:16]}"
     table, skipped = pending_sources(str(source), out_fs, folder)
+    written = 0
     if table.num_rows:  # nothing left to do: no Ray to start
         started = start_ray(address)
         try:
@@ -272,7 +273,9 @@ def predict_archive(
             cpus = int(ray.cluster_resources().get("CPU", 1))
             actors = actors or max(1, cpus // cpus_per_actor)
             actors = min(actors, -(-table.num_rows // batch_size))  # no actor without work
-            _run(table, files, key, out_fs, folder, actors, cpus_per_actor, batch_size, top_k)
+            written = _run(
+                table, files, key, out_fs, folder, actors, cpus_per_actor, batch_size, top_k
+            )
         finally:
             if started:
                 ray.shutdown()
@@ -283,7 +286,7 @@ def predict_archive(
         bundle_sha256=key,
         images=table.num_rows + skipped,
         skipped=skipped,
-        written=table.num_rows,
+        written=written,
         rows=rows,
         errors=errors,
         seconds=round(time.perf_counter() - t0, 2),
@@ -323,11 +326,9 @@ def _run(table, files, key, out_fs, folder, actors, cpus_per_actor, batch_size, 
         num_cpus=cpus_per_actor,
         compute=ray.data.ActorPoolStrategy(size=actors),
     )
-    # writing reserves no core: the actors hold them all, and a write waiting for one
-    # would hold every result back until the last batch
-    ds.write_parquet(
-        folder,
-        filesystem=out_fs,
-        min_rows_per_file=ROWS_PER_FILE,
-        ray_remote_args={"num_cpus": 0},
-    )
+    # the rows come back to this process and are written here: a few hundred bytes an
+    # image, where a Ray write task would start a worker process (seconds of CPU) per file
+    with ResultsWriter(out_fs, folder, ROWS_PER_FILE) as writer:
+        for rows in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            writer.add(rows)
+    return writer.rows

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
+import uuid
 from pathlib import Path, PurePosixPath
 
 from dermalens.data.records import DataError
@@ -101,6 +103,47 @@ def result_row(
     row["label"] = prediction.label if prediction is not None else None
     row.update(model_version=version, bundle_sha256=key, error=error)
     return row
+
+
+class ResultsWriter:
+    """Writes result tables into `folder` as Parquet files of about `rows_per_file` rows,
+    each written under a `_tmp-` name (skipped by every reader) and then renamed: a file
+    is there whole or not at all."""
+
+    def __init__(self, fs, folder: str, rows_per_file: int):
+        self.fs, self.folder, self.rows_per_file = fs, folder, rows_per_file
+        self.pending: list = []
+        self.rows = 0  # written so far
+        self.stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.count = 0
+        fs.create_dir(folder, recursive=True)
+
+    def add(self, table) -> None:
+        self.pending.append(table)
+        if sum(t.num_rows for t in self.pending) >= self.rows_per_file:
+            self.flush()
+
+    def flush(self) -> None:
+        # pyarrow: the scale extra
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.concat_tables(self.pending) if self.pending else None
+        self.pending = []
+        if table is None or not table.num_rows:
+            return
+        name = f"{self.stamp}-{self.count:05d}.parquet"
+        temporary, final = f"{self.folder}/_tmp-{name}", f"{self.folder}/{name}"
+        pq.write_table(table.cast(results_schema()), temporary, filesystem=self.fs)
+        self.fs.move(temporary, final)
+        self.count += 1
+        self.rows += table.num_rows
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()  # also when stopped: what was predicted is kept
 
 
 def _results_files(fs, folder: str) -> list[str]:
