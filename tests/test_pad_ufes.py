@@ -148,7 +148,7 @@ def test_unk_blank_and_odd_values_are_missing_and_reported_once(pad: Path) -> No
 
 def test_biopsied_subset() -> None:
     table = load_pad_ufes(PAD).table
-    assert sorted(biopsied(table)["label"]) == sorted(["akiec", "bcc", "mel", "scc"])
+    assert sorted(biopsied(table)["label"]) == sorted([ACK_CODE, "bcc", "mel", "scc"])
     with pytest.raises(DataError, match="no 'biopsed' column"):
         biopsied(load_dataset(FIXTURES / "ham").table)
 
@@ -203,9 +203,10 @@ def test_evaluate_tolerates_the_extra_columns(pad: Path, tiny_bundle: Path, tmp_
     from dermalens.evaluation.evaluate import evaluate
 
     result = evaluate(tiny_bundle, pad, out_dir=tmp_path / "eval", progress=False)
-    assert result.metrics["n"] == 5  # the SCC image is not among the HAM model's classes
+    # the SCC and ACK images are not among the HAM model's classes
+    assert result.metrics["n"] == 4
     written = pd.read_csv(tmp_path / "eval" / "predictions.csv")
-    assert len(written) == 5 and "p_mel" in written.columns
+    assert len(written) == 4 and "p_mel" in written.columns
 
 
 def test_real_pad_ufes_folder() -> None:

@@ -40,6 +40,9 @@ CLASSES: dict[str, LesionClass] = {
         LesionClass("nv", "Melanocytic nevus", False),
         LesionClass("vasc", "Vascular lesion", False),
         LesionClass("scc", "Squamous cell carcinoma", True),
+        # Actinic keratosis alone (PAD-UFES-20's ACK; its SCC holds Bowen's disease), narrower
+        # than HAM10000's akiec; pre-malignant, so flagged True for the triage.
+        LesionClass("ack", "Actinic keratosis", True),
         LesionClass("unk", "Other / unknown", False),
         # DermNet (Kaggle, 23 classes) folder names, normalised by `_slug`. Each group is
         # either a lesion group, flagged True (it holds skin cancers; a mixed group such as

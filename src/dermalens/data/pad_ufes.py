@@ -38,9 +38,8 @@ IMAGE_DIRS = ("images", "imgs_part_1", "imgs_part_2", "imgs_part_3", ".")
 SOURCE = "pad_ufes20"
 
 # Actinic keratosis. PAD's SCC includes Bowen's disease, so its ACK is actinic keratosis
-# alone, narrower than HAM10000's akiec (which holds Bowen's too): it should be a code of
-# its own. Until dermalens.taxonomy has one ("ack"), ACK is read as akiec.
-ACK_CODE = "akiec"
+# alone, narrower than HAM10000's akiec (which holds Bowen's too): the taxonomy's own "ack".
+ACK_CODE = "ack"
 DIAGNOSES = {
     "ACK": ACK_CODE,
     "BCC": "bcc",
