@@ -1,7 +1,11 @@
-"""Shared fixtures: real fixture images, the HAM10000 folder, and a tiny model bundle."""
+"""Shared fixtures: real fixture images, the HAM10000 folder, a tiny model bundle, and
+`database_url`: a fresh empty database on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,10 @@ FIXTURES = ROOT / "tests" / "fixtures"
 HAM_FIXTURES = FIXTURES / "ham"
 HAM_ROOT = ROOT.parent / "shared" / "data" / "ham10000"
 DEFAULT_MODEL = ROOT / "src" / "dermalens" / "bundled" / "default"
+# A PostgreSQL role allowed to CREATE DATABASE (.ci/run makes this one); override with the
+# variable, e.g. DERMALENS_TEST_POSTGRES_URL=postgresql+psycopg://me:pw@db.local:5432/postgres
+POSTGRES_ENV = "DERMALENS_TEST_POSTGRES_URL"
+POSTGRES_DEFAULT = "postgresql+psycopg://dermalens:dermalens@127.0.0.1:5432/postgres"
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +111,56 @@ def make_tiny_ham(root: Path, copies: int = 4) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ham(tmp_path_factory) -> Path:
     return make_tiny_ham(tmp_path_factory.mktemp("data") / "tiny_ham")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of a reachable PostgreSQL server (a role that may create databases).
+
+    Skips, saying why, where none can be reached; under CI (the CI variable set) that is a
+    failure instead, since .ci/run installs and starts one."""
+    import sqlalchemy as sa
+
+    url = os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT)
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:  # no driver, no server, bad password: all mean "cannot test"
+        reason = (
+            f"no PostgreSQL server reachable at {sa.engine.make_url(url)!r} ({POSTGRES_ENV}): "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: .ci/run starts PostgreSQL, but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A SQLAlchemy URL of a fresh, empty database: each test using it runs twice, on a SQLite
+    file under tmp_path and on a new database on the PostgreSQL server (dropped afterwards).
+
+    Use it wherever a test stores something, e.g.
+    `Settings(model=tiny_bundle, data_dir=tmp_path, database_url=database_url)` or
+    `migrate(open_database(database_url))`; for backend-specific checks, read
+    `make_url(database_url).get_backend_name()` ("sqlite" / "postgresql"). The PostgreSQL case
+    skips with the reason where no server is reachable (not under CI: see `postgres_server`)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+        return
+    import sqlalchemy as sa
+
+    server = sa.engine.make_url(request.getfixturevalue("postgres_server"))
+    name = f"dermalens_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:  # FORCE: engines a test left open are cut off
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

@@ -1,5 +1,6 @@
-"""Storage: the feedback round trip through SQLite, Alembic migrations, the API token, and
-consented uploads kept without EXIF under random names.
+"""Storage: the feedback round trip through the database, Alembic migrations, the API token,
+and consented uploads kept without EXIF under random names. Each test that stores something
+runs on SQLite and on a real PostgreSQL server (the `database_url` fixture in conftest.py).
 
     nice -n 10 pytest tests/test_serve_storage.py -q
 """
@@ -16,6 +17,7 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from PIL import ExifTags, Image
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from dermalens.serve.app import create_app
 from dermalens.serve.db import migrate, open_database
@@ -26,13 +28,15 @@ TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def make_settings(tmp_path, bundle, **overrides) -> Settings:
-    return Settings(model=bundle, data_dir=tmp_path, api_token=TOKEN, **overrides)
+def make_settings(tmp_path, bundle, database_url: str, **overrides) -> Settings:
+    return Settings(
+        model=bundle, data_dir=tmp_path, database_url=database_url, api_token=TOKEN, **overrides
+    )
 
 
 @pytest.fixture
-def client(tmp_path, tiny_bundle):
-    with TestClient(create_app(make_settings(tmp_path, tiny_bundle))) as client:
+def client(tmp_path, tiny_bundle, database_url):
+    with TestClient(create_app(make_settings(tmp_path, tiny_bundle, database_url))) as client:
         yield client
 
 
@@ -44,8 +48,10 @@ def predict(client, data: bytes, **form) -> dict:
     return response.json()
 
 
-def test_feedback_round_trip_through_sqlite(tmp_path, tiny_bundle, fixture_images):
-    settings = make_settings(tmp_path, tiny_bundle)
+def test_feedback_round_trip_through_the_database(
+    tmp_path, tiny_bundle, fixture_images, database_url
+):
+    settings = make_settings(tmp_path, tiny_bundle, database_url)
     with TestClient(create_app(settings)) as client:
         first = predict(client, fixture_images[0].read_bytes(), age="61", site="face")
         second = predict(client, fixture_images[1].read_bytes())
@@ -57,7 +63,7 @@ def test_feedback_round_trip_through_sqlite(tmp_path, tiny_bundle, fixture_image
             json={"agree": False, "correct_label": "MEL", "note": "  histology: melanoma  "},
         )
         assert other.status_code == 201
-    # A new app on the same database file sees everything: it was stored, not cached.
+    # A new app on the same database sees everything: it was stored, not cached.
     with TestClient(create_app(settings)) as client:
         assert client.get(f"/api/v1/predictions/{first['id']}").json()["id"] == first["id"]
         exported = client.get("/api/v1/feedback", headers=AUTH)
@@ -166,15 +172,19 @@ def test_export_is_disabled_without_a_configured_token(tmp_path, tiny_bundle):
     }
 
 
-def test_migrations_match_the_models_and_sqlite_uses_wal(tmp_path):
-    engine = open_database(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}")
+def test_migrations_match_the_models_and_sqlite_uses_wal(tmp_path, database_url):
+    if make_url(database_url).get_backend_name() == "sqlite":  # in a folder not yet made
+        database_url = f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}"
+    engine = open_database(database_url)
     migrate(engine)
     migrate(engine)  # idempotent: a restart runs it again
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        if engine.dialect.name == "sqlite":
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     assert set(inspect(engine).get_table_names()) == {"alembic_version", "predictions", "feedback"}
+    engine.dispose()
 
 
 def phone_photo(upright: Image.Image) -> bytes:
@@ -193,10 +203,10 @@ def phone_photo(upright: Image.Image) -> bytes:
 
 
 def test_consented_image_is_kept_without_exif_under_a_random_name(
-    tmp_path, tiny_bundle, fixture_images
+    tmp_path, tiny_bundle, fixture_images, database_url
 ):
     uploads = tmp_path / "kept"
-    settings = make_settings(tmp_path, tiny_bundle, keep_uploads_dir=uploads)
+    settings = make_settings(tmp_path, tiny_bundle, database_url, keep_uploads_dir=uploads)
     upright = Image.open(fixture_images[3]).convert("RGB")
     with TestClient(create_app(settings)) as client:
         not_kept = predict(client, phone_photo(upright))
@@ -212,6 +222,8 @@ def test_consented_image_is_kept_without_exif_under_a_random_name(
     assert saved.size == upright.size  # turned upright, full size
     assert not saved.getexif() and "exif" not in saved.info
     assert (files[0].stat().st_mode & 0o777) == 0o600
-    with open_database(settings.db_url).connect() as connection:
+    engine = open_database(settings.db_url)
+    with engine.connect() as connection:
         names = connection.execute(text("SELECT image_file FROM predictions")).scalars().all()
+    engine.dispose()
     assert sorted(names, key=str) == sorted([None, files[0].name], key=str)
