@@ -39,6 +39,14 @@ ARGS = [
     "--disable-sync",
 ]
 TOKEN = "browser-token"
+# the heatmap canvas's most opaque pixel: its opacity and colour
+HEAT_PEAK = """() => {
+  const canvas = document.getElementById("heatmap");
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let best = 3;
+  for (let k = 3; k < data.length; k += 4) if (data[k] > data[best]) best = k;
+  return { width: canvas.width, alpha: data[best], rgb: [...data.slice(best - 3, best)] };
+}"""
 
 
 def free_port() -> int:
@@ -99,6 +107,8 @@ def test_page_end_to_end(sync_playwright, server, fixture_images, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(r.url) if r.method == "POST" else None)
         page.on(
             "request",
             lambda r: (
@@ -124,9 +134,11 @@ def test_page_end_to_end(sync_playwright, server, fixture_images, tmp_path):
         assert expected in first.inner_text()
         assert page.locator("#top li").count() == 3
         assert page.locator("#triage").inner_text().strip()
-        heatmap = page.locator("#heatmap")
-        assert heatmap.get_attribute("src").startswith("data:image/png;base64,")
-        page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
+        # the page asks for the CAM grid only and colours it on a canvas (see drawHeatmap)
+        assert sent[0].endswith("/api/v1/predictions?explain=true&overlay=false")
+        peak = page.evaluate(HEAT_PEAK)
+        assert peak["width"] >= 64 and 0.4 * 255 <= peak["alpha"] <= 0.45 * 255 + 1
+        assert peak["rgb"][0] > 100 and peak["rgb"][2] < 20  # heat ~1 is dark red
         page.get_by_text("Heatmap", exact=True).click()
         assert "no-heatmap" in page.locator("#viewer").get_attribute("class")
         page.get_by_text("Heatmap", exact=True).click()

@@ -33,7 +33,7 @@ from dermalens.imageio import ImageSource
 from dermalens.preprocess import to_input
 from dermalens.runtime.calibration import Calibration, tta_views
 from dermalens.runtime.engines import Engine
-from dermalens.runtime.explain import cam
+from dermalens.runtime.explain import cam_grid, upsample
 from dermalens.runtime.ood import OodDetector, load_ood, pixel_stats, pooled
 from dermalens.runtime.selection import make_engine
 
@@ -81,6 +81,9 @@ class Prediction:
     model_version: str
     source: str = ""
     heatmap: np.ndarray | None = field(default=None, repr=False)  # HxW in [0, 1], input size
+    # the same map at feature-map resolution (e.g. 5 x 7), before upsampling: `heatmap` is
+    # `explain.upsample(heatmap_grid, input size)`
+    heatmap_grid: np.ndarray | None = field(default=None, repr=False)
     timings_ms: dict[str, float] = field(default_factory=dict)
     ood_score: float | None = None  # ~1 on typical skin images; None without an OOD check
     not_skin: bool = False  # the OOD check says this is not a dermoscopic skin image
@@ -93,9 +96,9 @@ class Prediction:
 
     def to_dict(self, heatmap: bool = False) -> dict[str, Any]:
         out = asdict(self)
-        out["heatmap"] = (
-            self.heatmap.round(4).tolist() if heatmap and self.heatmap is not None else None
-        )
+        for name in ("heatmap", "heatmap_grid"):
+            value = getattr(self, name)
+            out[name] = value.round(4).tolist() if heatmap and value is not None else None
         out["disclaimer"] = DISCLAIMER
         return out
 
@@ -206,14 +209,10 @@ class Predictor:
         probs = self.calibrated(logits)[0]
         ood = self.ood_check(x, fmap)
         t2 = time.perf_counter()
-        heatmap = None
+        heatmap = grid = None
         if explain:
-            heatmap = cam(
-                fmap[0],
-                self.engine.head()[0],
-                int(self.decide(probs[None])[0]),
-                (self.pre.height, self.pre.width),
-            )
+            grid = cam_grid(fmap[0], self.engine.head()[0], int(self.decide(probs[None])[0]))
+            heatmap = upsample(grid, (self.pre.height, self.pre.width))
         t3 = time.perf_counter()
         result = self.result(
             probs,
@@ -222,7 +221,7 @@ class Predictor:
             ood_score=None if ood is None else float(ood[0][0]),
             not_skin_reason="" if ood is None else ood[2][0],
         )
-        result.heatmap = heatmap
+        result.heatmap, result.heatmap_grid = heatmap, grid
         result.tta = tta
         result.timings_ms = {
             "preprocess": round((t1 - t0) * 1e3, 2),

@@ -50,18 +50,25 @@ def predict(
     explain: bool = True,
     top_k: int = 3,
     display_width: int = 480,
+    overlay: bool = True,
 ) -> PredictionOut:
-    """Run the model on a decoded image and build the response (not yet stored)."""
+    """Run the model on a decoded image and build the response (not yet stored).
+
+    With `explain`, the heatmap always carries the small CAM grid; `overlay` adds the PNG
+    overlay, which costs most of a heatmap request's time (see benchmarks/load.py)."""
     try:
         result = predictor.predict(image, top_k, explain, patient.age, patient.sex, patient.site)
     except ImageError as exc:
         raise image_error(exc) from None
     t1 = time.perf_counter()
     heatmap = None
-    if explain and result.heatmap is not None:
-        target = result.top[0].code
+    if explain and result.heatmap_grid is not None:
+        grid = result.heatmap_grid
         heatmap = Heatmap(
-            image=heatmap_overlay(predictor, image, result, display_width), target=target
+            image=heatmap_overlay(predictor, image, result, display_width) if overlay else None,
+            grid=grid.round(4).tolist(),
+            shape=grid.shape,
+            target=result.top[0].code,
         )
     timings = {**result.timings_ms, "overlay": round((time.perf_counter() - t1) * 1e3, 2)}
     bundle = predictor.bundle

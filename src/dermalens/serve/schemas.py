@@ -38,7 +38,21 @@ class Triage(BaseModel):
 
 
 class Heatmap(BaseModel):
-    image: str = Field(description="PNG overlay as a data URL (data:image/png;base64,...)")
+    image: str | None = Field(
+        None,
+        description="PNG overlay as a data URL (data:image/png;base64,...), display_width "
+        "pixels wide, over the model's crop of the image; null when the request set "
+        "overlay=false",
+    )
+    grid: list[list[float]] = Field(
+        description="the same map at the model's feature-map resolution (rows x columns, "
+        "each in [0, 1], the largest 1), before upsampling: it covers the model's crop of the "
+        "image (GET /api/v1/model, input.resize). To draw it as the overlay does: upsample "
+        "bilinearly (half-pixel centres, edges clamped), colour each heat h as r = clip(1.5 - "
+        "|4h - 3|), g = clip(1.5 - |4h - 2|), b = clip(1.5 - |4h - 1|), and blend over the "
+        "photo with opacity 0.45 h"
+    )
+    shape: tuple[int, int] = Field(description="(rows, columns) of grid", examples=[[5, 7]])
     target: str = Field(description="class code the map explains (the answer, top[0])")
     method: str = "Grad-CAM on the last feature map (equal to CAM for a pooled linear head)"
 

@@ -50,7 +50,15 @@ def create_prediction(
     consent: Annotated[
         bool, Form(description="keep the image (EXIF removed) to improve the model")
     ] = False,
-    explain: Annotated[bool, Query(description="add a Grad-CAM heatmap overlay")] = True,
+    explain: Annotated[bool, Query(description="add a Grad-CAM heatmap")] = True,
+    overlay: Annotated[
+        bool,
+        Query(
+            description="with explain: also render the heatmap as a PNG overlay "
+            "(heatmap.image); false: only the small CAM grid (heatmap.grid), for a client "
+            "that colours it itself, which is much cheaper under load"
+        ),
+    ] = True,
     top_k: Annotated[int | None, Query(ge=1, le=50, description="classes to return")] = None,
 ) -> PredictionOut:
     """Classify one lesion image: top-k classes, triage, uncertainty and a heatmap."""
@@ -60,7 +68,13 @@ def create_prediction(
     image = uploads.decode(data, settings.max_pixels, (pre.width, pre.height))
     decoded = time.perf_counter()
     out = inference.predict(
-        predictor, image, patient, explain, top_k or settings.top_k, settings.display_width
+        predictor,
+        image,
+        patient,
+        explain,
+        top_k or settings.top_k,
+        settings.display_width,
+        overlay,
     )
     image_file = None
     if consent:

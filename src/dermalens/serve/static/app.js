@@ -80,6 +80,47 @@ function renderTop(top) {
   }
 }
 
+// The colour scale of the PNG overlay (runtime/explain.colour_map): blue, cyan, yellow, red.
+function heatColour(h) {
+  const level = (x) => Math.min(1, Math.max(0, 1.5 - Math.abs(4 * h - x)));
+  return [level(3), level(2), level(1)];
+}
+
+// Draws heatmap.grid (rows x columns, in [0, 1], over the model's crop) as the server's PNG
+// overlay would: bilinear upsampling (half-pixel centres, edges clamped), heatColour, and
+// opacity 0.45 h over the photo underneath. The server sends 35 numbers instead of a PNG.
+function drawHeatmap(canvas, heatmap) {
+  const [rows, cols] = heatmap.shape;
+  const [aw, ah] = $("viewer").dataset.aspect.split("/").map(Number);
+  canvas.width = Math.max(64, Math.round(canvas.clientWidth * (window.devicePixelRatio || 1)) || 480);
+  canvas.height = Math.max(8, Math.round((canvas.width * ah) / aw));
+  const { width, height } = canvas;
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(width, height);
+  const axis = (i, size, cells) => {
+    const at = Math.min(cells - 1, Math.max(0, ((i + 0.5) * cells) / size - 0.5));
+    const low = Math.floor(at);
+    return [low, Math.min(cells - 1, low + 1), at - low];
+  };
+  const xs = Array.from({ length: width }, (_, x) => axis(x, width, cols));
+  for (let y = 0; y < height; y++) {
+    const [r0, r1, fy] = axis(y, height, rows);
+    const top = heatmap.grid[r0], bottom = heatmap.grid[r1];
+    for (let x = 0; x < width; x++) {
+      const [c0, c1, fx] = xs[x];
+      const upper = top[c0] + (top[c1] - top[c0]) * fx;
+      const h = upper + (bottom[c0] + (bottom[c1] - bottom[c0]) * fx - upper) * fy;
+      const [r, g, b] = heatColour(h);
+      const k = 4 * (y * width + x);
+      pixels.data[k] = 255 * r;
+      pixels.data[k + 1] = 255 * g;
+      pixels.data[k + 2] = 255 * b;
+      pixels.data[k + 3] = 255 * 0.45 * h;
+    }
+  }
+  context.putImageData(pixels, 0, 0);
+}
+
 function render(result) {
   predictionId = result.id;
   const badge = $("triage");
@@ -103,7 +144,6 @@ function render(result) {
   const heatmap = $("heatmap");
   const hasMap = Boolean(result.heatmap);
   heatmap.hidden = !hasMap;
-  if (hasMap) heatmap.src = result.heatmap.image;
   $("result-model").textContent = result.model.name;
   $("result-version").textContent = result.model.version;
   $("timing").textContent = `${Math.round(result.timings_ms.total || 0)} ms`;
@@ -117,6 +157,7 @@ function render(result) {
   $("feedback-submit").disabled = false;
   $("result-empty").hidden = true;
   $("result").hidden = false;
+  if (hasMap) drawHeatmap(heatmap, result.heatmap); // once shown, so it has its real width
 }
 
 async function analyse(event) {
@@ -135,7 +176,8 @@ async function analyse(event) {
   $("result-card").setAttribute("aria-busy", "true");
   showError("");
   try {
-    const response = await fetch(`${API}/predictions?explain=true`, { method: "POST", body: form });
+    // overlay=false: the small CAM grid only, coloured here (drawHeatmap), not a PNG
+    const response = await fetch(`${API}/predictions?explain=true&overlay=false`, { method: "POST", body: form });
     const body = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(body.detail || `the server answered ${response.status}`);
     render(body);
