@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+from dermalens import clinical_codes
 from dermalens.bundle import default_model_path, load_bundle
 from dermalens.taxonomy import display_name
 
@@ -203,6 +204,22 @@ def operating_points(bundle) -> str:
     return "\n".join(lines)
 
 
+def _code_cell(entry) -> str:
+    if isinstance(entry, clinical_codes.NoCode):
+        return f"no code: {entry.reason}"
+    withheld = "" if entry.check in clinical_codes.EMITTED_CHECKS else " (unverified: not emitted)"
+    return f"{entry.code} {entry.display}{withheld}"
+
+
+def codes(bundle) -> str:
+    """Each class's SNOMED CT and ICD-11 entry from `dermalens.clinical_codes`."""
+    rows = ["| class | SNOMED CT | ICD-11 MMS |", "|---|---|---|"]
+    for code in bundle.classes:
+        pair = clinical_codes.codes_for(code)
+        rows.append(f"| {code} | {_code_cell(pair.snomed)} | {_code_cell(pair.icd11)} |")
+    return "\n".join(rows)
+
+
 def card(bundle) -> str:
     info = bundle.info.get("card", {})
     cfg = bundle.train_config
@@ -250,6 +267,17 @@ autocast={cfg.get("bf16")}, on a 2-core CPU. Patient metadata (age, sex, body si
 field dropped at random 20% of the time in training so any may be missing):
 {"used" if cfg.get("use_metadata") else "not used"}. Weight average (EMA) decay per step:
 {cfg.get("ema") or "off"}. The full config is in `bundle.json`.
+
+## Clinical codes (SNOMED CT, ICD-11)
+
+FHIR exports and PDF reports code each class from `dermalens/clinical_codes.py`, where every
+code names its source and how it was checked; unverified codes are kept there for review but
+never emitted. SNOMED CT is © SNOMED International (IHTSDO): using it needs the SNOMED
+International Affiliate Licence, free of charge in member countries (through the national
+release centre). ICD-11 is © WHO (CC BY-ND 3.0 IGO). Check the codes against your own edition
+with a terminology server before clinical use.
+
+{codes(bundle)}
 
 ## Known limits
 

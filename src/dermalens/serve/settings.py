@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     precision: str = Field("auto", pattern="^(auto|fp32)$")
     tta: bool = False  # average over flips and a 180-degree turn (4x the inference time)
     display_width: int = Field(480, ge=64, le=2048)  # width of the heatmap overlay PNG
+    # TrueType font of the PDF reports (Debian's fonts-dejavu-core); a -Bold file beside it
+    # is used for headings when present
+    report_font: Path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from dermalens.serve.routes import feedback, model, predictions
+from dermalens.serve.routes import documents, feedback, model, predictions
 
 api_router = APIRouter()
 api_router.include_router(predictions.router)
+api_router.include_router(documents.router)
 api_router.include_router(feedback.router)
 api_router.include_router(model.router)
