@@ -58,19 +58,22 @@ def _device(out: PredictionOut) -> dict:
     }
 
 
-def _media(image: StoredImage, out: PredictionOut) -> dict:
+def _media(image: StoredImage, out: PredictionOut, url: str | None) -> dict:
+    content = {
+        "contentType": "image/jpeg",
+        "size": image.size,
+        "hash": image.sha1_b64,
+        "title": f"lesion image {image.path.name} (kept with consent, held by the service)",
+    }
+    if url:
+        content["url"] = url  # staff only: the route asks for an account
     return {
         "resourceType": "Media",
         "status": "completed",
         "createdDateTime": out.created_at.isoformat(),
         "width": image.width,
         "height": image.height,
-        "content": {
-            "contentType": "image/jpeg",
-            "size": image.size,
-            "hash": image.sha1_b64,
-            "title": f"lesion image {image.path.name} (kept with consent, held by the service)",
-        },
+        "content": content,
     }
 
 
@@ -161,7 +164,7 @@ def report_bundle(
         out = entry.out
         media = _urn(out.id, "media") if entry.image else None
         if entry.image:
-            entries.append((media, _media(entry.image, out)))
+            entries.append((media, _media(entry.image, out, entry.image_url)))
             media_refs.append(
                 {"comment": entry.label or "lesion image", "link": {"reference": media}}
             )

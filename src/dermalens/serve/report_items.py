@@ -33,6 +33,7 @@ class ReportItem:
     out: PredictionOut
     image: StoredImage | None  # None when the image was not kept (no consent) or is gone
     label: str | None = None  # a lesion's label, for visit reports
+    image_url: str | None = None  # where staff can fetch the kept image, when a route serves it
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,13 @@ def stored_image(uploads_dir: Path, name: str | None) -> StoredImage | None:
     return StoredImage(path, len(data), digest, width, height)
 
 
-def item(record: PredictionRecord, uploads_dir: Path, label: str | None = None) -> ReportItem:
+def item(
+    record: PredictionRecord,
+    uploads_dir: Path,
+    label: str | None = None,
+    image_url: str | None = None,
+) -> ReportItem:
     """One stored prediction, ready for `fhir_export` and `visit_report`."""
     out = PredictionOut.model_validate(record.result)
-    return ReportItem(out, stored_image(uploads_dir, record.image_file), label)
+    image = stored_image(uploads_dir, record.image_file)
+    return ReportItem(out, image, label, image_url if image else None)

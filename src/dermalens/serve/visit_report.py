@@ -29,7 +29,7 @@ from dermalens.serve.report_items import ReportItem
 
 TEXT = {
     "title": "Skin lesion report",
-    "preliminary": "Preliminary result of software decision support. Not a diagnosis.",
+    "preliminary": "Preliminary software result, not a diagnosis.",
     "notice": DISCLAIMER,
     "printed": "Printed",
     "model": "Model",
