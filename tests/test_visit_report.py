@@ -53,7 +53,7 @@ def test_report_pdf_has_version_notice_image_and_heatmap(client, fixture_images)
     assert response.content.startswith(b"%PDF-")
     reader, text = text_of(response.content)
     assert body["model"]["version"] in text
-    assert DISCLAIMER in text and "Not a diagnosis." in text
+    assert DISCLAIMER in text and "Preliminary software result, not a diagnosis." in text
     assert body["top"][0]["name"] in text and body["triage"]["result"] in text
     assert len(reader.pages[0].images) == 2  # the kept image and the redrawn heatmap
 
