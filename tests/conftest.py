@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -138,22 +139,12 @@ def postgres_server() -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> Iterator[str]:
-    """A SQLAlchemy URL of a fresh, empty database: each test using it runs twice, on a SQLite
-    file under tmp_path and on a new database on the PostgreSQL server (dropped afterwards).
-
-    Use it wherever a test stores something, e.g.
-    `Settings(model=tiny_bundle, data_dir=tmp_path, database_url=database_url)` or
-    `migrate(open_database(database_url))`; for backend-specific checks, read
-    `make_url(database_url).get_backend_name()` ("sqlite" / "postgresql"). The PostgreSQL case
-    skips with the reason where no server is reachable (not under CI: see `postgres_server`)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
-        return
+@contextmanager
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server at `server_url`, dropped on exit: yields its URL."""
     import sqlalchemy as sa
 
-    server = sa.engine.make_url(request.getfixturevalue("postgres_server"))
+    server = sa.engine.make_url(server_url)
     name = f"dermalens_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -164,3 +155,21 @@ def database_url(request, tmp_path) -> Iterator[str]:
         with admin.connect() as connection:  # FORCE: engines a test left open are cut off
             connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A SQLAlchemy URL of a fresh, empty database: each test using it runs twice, on a SQLite
+    file under tmp_path and on a new database on the PostgreSQL server (dropped afterwards).
+
+    Use it wherever a test stores something, e.g.
+    `Settings(model=tiny_bundle, data_dir=tmp_path, database_url=database_url)` or
+    `migrate(open_database(database_url))`; for backend-specific checks, read
+    `make_url(database_url).get_backend_name()` ("sqlite" / "postgresql"). The PostgreSQL case
+    skips with the reason where no server is reachable (not under CI: see `postgres_server`).
+    A module-scoped database: `with fresh_postgres_database(postgres_server) as url: ...`."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+        return
+    with fresh_postgres_database(request.getfixturevalue("postgres_server")) as url:
+        yield url

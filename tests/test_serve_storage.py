@@ -227,3 +227,14 @@ def test_consented_image_is_kept_without_exif_under_a_random_name(
         names = connection.execute(text("SELECT image_file FROM predictions")).scalars().all()
     engine.dispose()
     assert sorted(names, key=str) == sorted([None, files[0].name], key=str)
+
+
+def test_text_with_a_nul_character_is_422_not_a_database_error(client, fixture_images):
+    """PostgreSQL cannot store U+0000 in text (SQLite can): refused up front, on both."""
+    created = predict(client, fixture_images[0].read_bytes())
+    response = client.post(
+        f"/api/v1/predictions/{created['id']}/feedback",
+        json={"agree": True, "note": "histology\x00 pending"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == "note: must not contain the NUL character (U+0000)"

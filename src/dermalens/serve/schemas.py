@@ -6,6 +6,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+
+def storable(value: str | None) -> str | None:
+    """Client text bound for the database: PostgreSQL text cannot hold U+0000 (SQLite can),
+    so it is a 422 naming the field here, not a 500 from the driver. Use it as a validator."""
+    if value is not None and "\x00" in value:
+        raise PydanticCustomError("nul_character", "must not contain the NUL character (U+0000)")
+    return value
 
 
 class ModelRef(BaseModel):
@@ -95,6 +104,8 @@ class FeedbackIn(BaseModel):
         None, max_length=64, description="taxonomy code of the right class; needed if agree=false"
     )
     note: str | None = Field(None, max_length=2000)
+
+    _storable = field_validator("correct_label", "note")(storable)
 
 
 class FeedbackOut(BaseModel):
