@@ -132,3 +132,20 @@ def test_visit_report_has_the_patient_as_subject_and_snomed_icd11_codes():
         report_bundle(items, "visit-7", subject=subject).entry[1].fullUrl
         == body["entry"][1]["fullUrl"]
     )
+
+
+def test_a_report_over_two_model_versions_names_each_device():
+    older = melanoma("e" * 32).model_copy(update={"model": ModelRef(name="m", version="m@old")})
+    body = json.loads(
+        report_bundle(
+            [ReportItem(older, None), ReportItem(melanoma("f" * 32), None)], "v"
+        ).model_dump_json(exclude_none=True)
+    )
+    devices = {
+        e["fullUrl"]: e["resource"]["version"][0]["value"]
+        for e in body["entry"]
+        if e["resource"]["resourceType"] == "Device"
+    }
+    assert sorted(devices.values()) == ["m@0123456789ab", "m@old"]
+    used = {o["device"]["reference"] for o in resources(body, "Observation")}
+    assert used == set(devices)

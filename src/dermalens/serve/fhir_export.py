@@ -51,6 +51,7 @@ def _concept(class_code: str, name: str) -> dict:
 def _device(out: PredictionOut) -> dict:
     return {
         "resourceType": "Device",
+        "identifier": [{"system": f"{LOCAL}/model-version", "value": out.model.version}],
         "deviceName": [{"name": f"dermalens {out.model.name}", "type": "model-name"}],
         "version": [{"value": out.model.version}],
         "manufacturer": "dermalens (open-source software)",
@@ -157,11 +158,14 @@ def report_bundle(
     if not items:
         raise ValueError("a report needs at least one prediction")
     entries: list[tuple[str, dict]] = []
-    device = _urn(report_id, "device")
-    entries.append((device, _device(items[0].out)))
+    devices: dict[str, str] = {}  # model version -> its Device (a visit may span two models)
     results, media_refs, conclusions, codes = [], [], [], []
     for entry in items:
         out = entry.out
+        if out.model.version not in devices:
+            devices[out.model.version] = _urn(out.model.version, "device")
+            entries.append((devices[out.model.version], _device(out)))
+        device = devices[out.model.version]
         media = _urn(out.id, "media") if entry.image else None
         if entry.image:
             entries.append((media, _media(entry.image, out, entry.image_url)))
