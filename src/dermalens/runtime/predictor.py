@@ -43,7 +43,12 @@ DEFAULT_UNCERTAIN = 0.5  # the answer's probability below which the answer is "u
 DEFAULT_TRIAGE = 0.5  # summed malignant probability at or above which triage says malignant
 
 
-DISCLAIMER = (
+def N_(message: str) -> str:
+    """Marks a sentence for the web service's translations (`serve.i18n`); returns it as is."""
+    return message
+
+
+DISCLAIMER = N_(
     "Decision support only, not a diagnosis. A clinician must examine the lesion; "
     "see a dermatologist about any lesion that worries you."
 )
@@ -51,7 +56,7 @@ DISCLAIMER = (
 
 # shown with a "not skin" answer: the check also turns away some real lesions (about 1-2%
 # of test images, more among melanomas for some models; see the model card)
-NOT_SKIN_ADVICE = (
+NOT_SKIN_ADVICE = N_(
     "if this is a photo of a skin lesion, it gets no triage answer here, and a clinician "
     "must examine the lesion"
 )

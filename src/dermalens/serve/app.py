@@ -20,7 +20,7 @@ from PIL import Image
 from dermalens import __version__
 from dermalens.bundle import DESCRIPTION, BundleError
 from dermalens.runtime.predictor import DISCLAIMER, Predictor
-from dermalens.serve import error_handlers
+from dermalens.serve import error_handlers, i18n
 from dermalens.serve.db import make_sessions, migrate, open_database
 from dermalens.serve.middleware import BodyLimit, SecurityHeaders
 from dermalens.serve.routes import api_router, health, page
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     error_handlers.install(app)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(i18n.Language)  # outermost: even BodyLimit's 413 is translated
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from dermalens import patient
 from dermalens.runtime.predictor import Predictor
 from dermalens.serve import crud
+from dermalens.serve.i18n import N_, _
 from dermalens.serve.schemas import Patient
 from dermalens.serve.settings import Settings
 from dermalens.serve.tables import PredictionRecord
@@ -46,17 +47,34 @@ def require_token(
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "missing API token; send the header 'Authorization: Bearer <token>'",
+            _("missing API token; send the header 'Authorization: Bearer <token>'"),
             headers={"WWW-Authenticate": "Bearer"},
         )
     expected = settings.api_token.get_secret_value() if settings.api_token else ""
     if not expected:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            "feedback export is disabled: the server has no API token (DERMALENS_API_TOKEN)",
+            _("feedback export is disabled: the server has no API token (DERMALENS_API_TOKEN)"),
         )
     if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid API token")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, _("invalid API token"))
+
+
+# `patient.validate`'s checks, worded for the request's language
+PATIENT_ERRORS = {
+    "age": N_("age: %(value)s is out of range 0-120"),
+    "sex": N_("sex: %(value)s is not one of %(allowed)s"),
+    "site": N_("site: %(value)s is not one of %(allowed)s"),
+}
+
+
+def patient_error(exc: ValueError, age: float | None, sex: str | None, site: str | None) -> str:
+    field = str(exc).partition(":")[0]
+    if field not in PATIENT_ERRORS:
+        return str(exc)
+    value = {"age": age, "sex": repr(sex), "site": repr(site)}[field]
+    allowed = list(patient.SEXES if field == "sex" else patient.SITES)
+    return _(PATIENT_ERRORS[field]) % {"value": value, "allowed": allowed}
 
 
 def _choice(value: str | None) -> str | None:
@@ -74,14 +92,19 @@ def patient_form(
     try:
         patient.validate(age, sex, site)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, patient_error(exc, age, sex, site)
+        ) from None
     return Patient(age=age, sex=sex, site=site)
 
 
 def stored_prediction(prediction_id: str, session: SessionDep) -> PredictionRecord:
     record = crud.get_prediction(session, prediction_id)
     if record is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"prediction {prediction_id!r} not found")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            _("prediction %(id)s not found") % {"id": repr(prediction_id)},
+        )
     return record
 
 

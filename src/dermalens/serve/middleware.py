@@ -6,6 +6,9 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dermalens.serve import i18n
+from dermalens.serve.i18n import _, number
+
 # Room for the multipart envelope and the form fields around the file itself.
 ENVELOPE_BYTES = 64 * 1024
 
@@ -28,10 +31,10 @@ class BodyLimit:
         if scope["type"] == "http":
             length = dict(scope["headers"]).get(b"content-length", b"0")
             if length.isdigit() and int(length) > self.limit:
-                detail = (
-                    f"request body is {int(length):,} bytes, over the upload limit of "
-                    f"{self.max_upload_bytes:,} bytes (MAX_UPLOAD_BYTES)"
-                )
+                detail = _(
+                    "request body is %(size)s bytes, over the upload limit of "
+                    "%(limit)s bytes (MAX_UPLOAD_BYTES)"
+                ) % {"size": number(int(length)), "limit": number(self.max_upload_bytes)}
                 body = json.dumps({"detail": detail}).encode()
                 await send(
                     {
@@ -39,6 +42,7 @@ class BodyLimit:
                         "status": 413,
                         "headers": [
                             (b"content-type", b"application/json"),
+                            (b"content-language", i18n.current().encode()),
                             (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close"),
                         ],

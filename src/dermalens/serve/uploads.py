@@ -18,11 +18,12 @@ from fastapi import HTTPException, UploadFile, status
 from PIL import Image, UnidentifiedImageError
 
 from dermalens.imageio import ImageError, load_image
+from dermalens.serve.i18n import N_, _, number
 
 # Formats Pillow decodes by itself (no Ghostscript and friends). "JPEG" includes MPO, the
 # multi-picture JPEG that many phone cameras write.
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
-ACCEPTED = "JPEG, PNG, WebP, BMP, TIFF or GIF"
+ACCEPTED = N_("JPEG, PNG, WebP, BMP, TIFF or GIF")
 
 
 def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -31,18 +32,50 @@ def read_limited(upload: UploadFile, limit: int) -> bytes:
     if len(data) > limit:
         raise HTTPException(
             status.HTTP_413_CONTENT_TOO_LARGE,
-            f"file is over the upload limit of {limit:,} bytes (MAX_UPLOAD_BYTES)",
+            _("file is over the upload limit of %(limit)s bytes (MAX_UPLOAD_BYTES)")
+            % {"limit": number(limit)},
         )
     if not data:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "empty file (0 bytes)")
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, _("empty file (0 bytes)"))
     return data
+
+
+# imageio's sentence for too many pixels (the shared layer speaks English only)
+TOO_MANY_PIXELS = re.compile(r"image is (\d+)x(\d+) = [\d,]+ pixels, over the limit of ([\d,]+)")
+
+
+# imageio's other sentences (`_problem`), worded for the request's language
+SENTENCES = [
+    (re.compile(r"image has no pixels$"), N_("image has no pixels")),
+    (
+        re.compile(r"truncated or corrupt image \((?P<error>.*)\)$"),
+        N_("truncated or corrupt image (%(error)s)"),
+    ),
+    (
+        re.compile(r"too many pixels to decode safely \((?P<error>.*)\)$"),
+        N_("too many pixels to decode safely (%(error)s)"),
+    ),
+]
 
 
 def image_error(exc: ImageError) -> HTTPException:
     """Map a decoding failure to its status: 413 for too many pixels, 400 otherwise."""
     message = re.sub(r"^<\w+>: ", "", str(exc))  # drop the "<PngImageFile>: " source name
-    if "over the limit of" in message:
-        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{message} (MAX_PIXELS)")
+    if match := TOO_MANY_PIXELS.search(message):
+        width, height, limit = (int(g.replace(",", "")) for g in match.groups())
+        detail = _(
+            "image is %(width)sx%(height)s = %(pixels)s pixels, over the limit of "
+            "%(limit)s pixels (MAX_PIXELS)"
+        ) % {
+            "width": width,
+            "height": height,
+            "pixels": number(width * height),
+            "limit": number(limit),
+        }
+        return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail)
+    for pattern, template in SENTENCES:
+        if match := pattern.search(message):
+            return HTTPException(status.HTTP_400_BAD_REQUEST, _(template) % match.groupdict())
     return HTTPException(status.HTTP_400_BAD_REQUEST, message)
 
 
@@ -54,14 +87,16 @@ def decode(data: bytes, max_pixels: int, draft_size: tuple[int, int] | None) -> 
     except UnidentifiedImageError:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"not an image (unrecognised format); send a {ACCEPTED} file",
+            _("not an image (unrecognised format); send a %(formats)s file")
+            % {"formats": _(ACCEPTED)},
         ) from None
     except ImageError as exc:
         raise image_error(exc) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         # A header cut short or malformed metadata: Pillow fails before or after `load`.
         raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"truncated or corrupt image ({exc})"
+            status.HTTP_400_BAD_REQUEST,
+            _("truncated or corrupt image (%(error)s)") % {"error": exc},
         ) from None
 
 

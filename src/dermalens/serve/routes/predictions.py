@@ -25,6 +25,8 @@ from dermalens.serve.deps import (
     SettingsDep,
     StoredPredictionDep,
 )
+from dermalens.serve.i18n import _
+from dermalens.serve.localize import localized
 from dermalens.serve.schemas import FeedbackIn, FeedbackOut, PredictionOut
 from dermalens.taxonomy import CLASSES
 
@@ -84,27 +86,32 @@ def create_prediction(
     out.timings_ms["total"] = round((time.perf_counter() - t0) * 1e3, 2)
     crud.add_prediction(session, out, image_file)
     response.headers["Location"] = str(request.url_for("read_prediction", prediction_id=out.id))
-    return out
+    return localized(out)
 
 
 @router.get("/{prediction_id}", responses={404: {"description": "unknown id"}})
 def read_prediction(prediction: StoredPredictionDep) -> PredictionOut:
     """The stored result of a prediction (without the heatmap overlay, which is not kept)."""
-    return PredictionOut.model_validate(prediction.result)
+    return localized(PredictionOut.model_validate(prediction.result))
 
 
 def correct_label(body: FeedbackIn, predicted: str) -> str | None:
     """The verdict's class code, lower-cased; 422 naming `correct_label` when it does not fit."""
     label = (body.correct_label or "").strip().lower() or None
     if label is not None and label not in CLASSES:
-        message = f"{label!r} is not a class code; use one of {sorted(CLASSES)}"
+        message = _("correct_label: %(label)s is not a class code; use one of %(codes)s") % {
+            "label": repr(label),
+            "codes": sorted(CLASSES),
+        }
     elif not body.agree and label is None:
-        message = "required when agree is false"
+        message = _("correct_label: required when agree is false")
     elif body.agree and label not in (None, predicted):
-        message = f"{label!r} contradicts agree=true (the prediction was {predicted!r})"
+        message = _(
+            "correct_label: %(label)s contradicts agree=true (the prediction was %(predicted)s)"
+        ) % {"label": repr(label), "predicted": repr(predicted)}
     else:
         return label
-    raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"correct_label: {message}")
+    raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, message)
 
 
 @router.post(

@@ -3,12 +3,25 @@
 
 const API = "/api/v1";
 const $ = (id) => document.getElementById(id);
+// Every sentence comes from the server in the page's language (routes/page.py
+// browser_strings), and numbers and dates are written for that language with Intl.
+const T = JSON.parse(document.getElementById("strings").textContent);
+const LANG = document.documentElement.lang || "en";
 const TRIAGE = {
-  benign: "Likely benign",
-  malignant: "Possibly malignant: refer",
-  uncertain: "Uncertain: refer",
-  not_skin: "Not recognised as a skin image",
+  benign: T.triage_benign,
+  malignant: T.triage_malignant,
+  uncertain: T.triage_uncertain,
+  not_skin: T.triage_not_skin,
 };
+
+// "%(name)s" placeholders, as in the gettext catalogues
+function fmt(template, values = {}) {
+  return template.replace(/%\((\w+)\)s/g, (_, key) => String(values[key] ?? ""));
+}
+
+function number(value, digits) {
+  return new Intl.NumberFormat(LANG, { minimumFractionDigits: digits, maximumFractionDigits: digits }).format(value);
+}
 // "unavailable": the model has classes of unknown malignancy, so it gives no triage and the
 // page shows no badge, only #no-triage's sentence saying why
 
@@ -29,17 +42,31 @@ function choose(file) {
   previewUrl = URL.createObjectURL(file);
   const preview = $("preview");
   preview.src = previewUrl;
-  preview.alt = `Selected image: ${file.name}`;
+  preview.alt = fmt(T.selected_image, { name: file.name });
   preview.hidden = false;
   $("drop-empty").hidden = true;
-  const size = file.size < 1e6 ? `${Math.ceil(file.size / 1e3)} kB` : `${(file.size / 1e6).toFixed(1)} MB`;
+  const size = file.size < 1e6
+    ? fmt(T.kilobytes, { size: number(Math.ceil(file.size / 1e3), 0) })
+    : fmt(T.megabytes, { size: number(file.size / 1e6, 1) });
   $("file-name").textContent = `${file.name} (${size})`;
   $("submit").disabled = false;
   showError("");
 }
 
+// the same rule as serve/i18n.py percent(): whole numbers at the ends, else one decimal
 function percent(p) {
-  return `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
+  const digits = p >= 0.995 || p < 0.001 ? 0 : 1;
+  return new Intl.NumberFormat(LANG, {
+    style: "percent", minimumFractionDigits: digits, maximumFractionDigits: digits,
+  }).format(p);
+}
+
+// as serve/i18n.py when(): the CLDR "yMMMd" date, then the short time
+function when(iso) {
+  const moment = new Date(iso);
+  const day = new Intl.DateTimeFormat(LANG, { year: "numeric", month: "short", day: "numeric" });
+  const time = new Intl.DateTimeFormat(LANG, { timeStyle: "short" });
+  return `${day.format(moment)} ${time.format(moment)}`;
 }
 
 function renderTop(top) {
@@ -58,7 +85,7 @@ function renderTop(top) {
     if (c.malignant || c.malignant === null) {
       const tag = document.createElement("span");
       tag.className = c.malignant ? "tag" : "tag unknown";
-      tag.textContent = c.malignant ? "malignant class" : "malignancy not known";
+      tag.textContent = c.malignant ? T.malignant_class : T.malignancy_unknown;
       name.append(tag);
     }
     const value = document.createElement("span");
@@ -71,7 +98,7 @@ function renderTop(top) {
     bar.setAttribute("aria-valuemin", "0");
     bar.setAttribute("aria-valuemax", "100");
     bar.setAttribute("aria-valuenow", (100 * c.probability).toFixed(1));
-    bar.setAttribute("aria-label", `${c.name} confidence`);
+    bar.setAttribute("aria-label", fmt(T.confidence_of, { name: c.name }));
     const fill = document.createElement("span");
     bar.append(fill);
     item.append(label, bar);
@@ -134,9 +161,10 @@ function render(result) {
   $("triage-detail").hidden = noTriage; // a sum missing the unknown classes would mislead
   const note = $("uncertain");
   note.hidden = !result.uncertain;
+  const reason = result.not_skin_reason ? fmt(T.not_skin_reason, { reason: result.not_skin_reason }) : "";
   note.textContent = result.not_skin
-    ? `This does not look like a dermoscopic skin image${result.not_skin_reason ? ` (${result.not_skin_reason})` : ""}; the classes below are unreliable. ${note.dataset.notSkinAdvice}`
-    : "Low confidence: the model is unsure about this image.";
+    ? `${fmt(T.not_skin, { reason })} ${T.not_skin_advice}`
+    : T.low_confidence;
   $("malignant-p").textContent = percent(result.triage.malignant_probability);
   $("triage-rule").textContent = result.triage.rule;
   renderTop(result.top);
@@ -146,7 +174,10 @@ function render(result) {
   heatmap.hidden = !hasMap;
   $("result-model").textContent = result.model.name;
   $("result-version").textContent = result.model.version;
-  $("timing").textContent = `${Math.round(result.timings_ms.total || 0)} ms`;
+  $("timing").textContent = fmt(T.milliseconds, { ms: number(Math.round(result.timings_ms.total || 0), 0) });
+  const time = $("result-time");
+  time.dateTime = result.created_at;
+  time.textContent = when(result.created_at);
   $("feedback-form").reset();
   const correct = $("correct-label");
   if ([...correct.options].some((o) => o.value === result.top[0].code)) {
@@ -172,22 +203,26 @@ async function analyse(event) {
   form.append("consent", $("consent").checked ? "true" : "false");
   const button = $("submit");
   button.disabled = true;
-  button.textContent = "Analysing…";
+  button.textContent = T.analysing;
   $("result-card").setAttribute("aria-busy", "true");
   showError("");
   try {
     // overlay=false: the small CAM grid only, coloured here (drawHeatmap), not a PNG
-    const response = await fetch(`${API}/predictions?explain=true&overlay=false`, { method: "POST", body: form });
+    const response = await fetch(`${API}/predictions?explain=true&overlay=false`, {
+      method: "POST",
+      headers: { "Accept-Language": LANG }, // errors and class names in the page's language
+      body: form,
+    });
     const body = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(body.detail || `the server answered ${response.status}`);
+    if (!response.ok) throw new Error(body.detail || fmt(T.server_answered, { status: response.status }));
     render(body);
     $("result-title").focus({ preventScroll: true });
     if (window.matchMedia("(max-width: 879px)").matches) $("result-card").scrollIntoView();
   } catch (error) {
-    showError(`Could not analyse the image: ${error.message}`);
+    showError(fmt(T.analyse_failed, { error: error.message }));
   } finally {
     button.disabled = false;
-    button.textContent = "Analyse image";
+    button.textContent = T.analyse;
     $("result-card").setAttribute("aria-busy", "false");
   }
 }
@@ -200,20 +235,20 @@ async function sendFeedback(event) {
   if (!agree) body.correct_label = $("correct-label").value;
   const status = $("feedback-status");
   status.classList.remove("failed");
-  status.textContent = "Sending…";
+  status.textContent = T.sending;
   try {
     const response = await fetch(`${API}/predictions/${predictionId}/feedback`, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "Accept-Language": LANG },
       body: JSON.stringify(body),
     });
     const answer = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
-    status.textContent = "Thank you: feedback saved.";
+    if (!response.ok) throw new Error(answer.detail || fmt(T.server_answered, { status: response.status }));
+    status.textContent = T.feedback_saved;
     $("feedback-submit").disabled = true;
   } catch (error) {
     status.classList.add("failed");
-    status.textContent = `Feedback not saved: ${error.message}`;
+    status.textContent = fmt(T.feedback_failed, { error: error.message });
   }
 }
 

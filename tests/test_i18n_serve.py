@@ -1,0 +1,145 @@
+"""The service in the request's language, through TestClient: the page, the switcher's
+cookie, Accept-Language, API errors and a prediction's words.
+
+    nice -n 10 pytest tests/test_i18n_serve.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dermalens.runtime.predictor import DISCLAIMER
+from dermalens.serve import i18n
+from dermalens.serve.app import create_app
+from dermalens.serve.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle, tmp_path_factory):
+    settings = Settings(
+        model=tiny_bundle, data_dir=tmp_path_factory.mktemp("i18n"), max_upload_bytes=200_000
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def strings(html: str) -> dict:
+    """The JSON block of browser strings in the page."""
+    block = re.search(r'<script id="strings" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(block.group(1))
+
+
+def test_english_without_a_preference(client):
+    page = client.get("/")
+    assert page.headers["content-language"] == "en"
+    assert '<html lang="en">' in page.text
+    assert DISCLAIMER in page.text
+    assert strings(page.text)["triage_malignant"] == "Possibly malignant: refer"
+
+
+def test_accept_language_picks_the_page_language(client):
+    page = client.get("/", headers={"Accept-Language": "pt-BR,pt;q=0.9,en;q=0.5"})
+    assert page.headers["content-language"] == "pt"
+    assert "Accept-Language" in page.headers["vary"] and "Cookie" in page.headers["vary"]
+    assert '<html lang="pt">' in page.text
+    assert "não é um diagnóstico" in page.text
+    assert ">Analisar imagem</button>" in page.text
+    assert strings(page.text)["triage_malignant"] == "Possivelmente maligna: encaminhar"
+    assert '<option value="back">Costas</option>' in page.text
+    assert "set-cookie" not in page.headers  # a header is no choice to remember
+
+
+def test_the_switcher_sets_a_cookie_that_wins_over_the_header(tiny_bundle, tmp_path):
+    settings = Settings(model=tiny_bundle, data_dir=tmp_path)
+    with TestClient(create_app(settings)) as client:
+        chosen = client.get("/?lang=de", headers={"Accept-Language": "fr"})
+        assert chosen.headers["content-language"] == "de"
+        cookie = chosen.headers["set-cookie"]
+        assert cookie.startswith(f"{i18n.COOKIE}=de;") and "SameSite=Lax" in cookie
+        assert "Max-Age=31536000" in cookie
+        # the next visit, with the cookie and a French browser, is still German
+        again = client.get("/", headers={"Accept-Language": "fr"})
+        assert '<html lang="de">' in again.text
+        assert "Nur eine Entscheidungshilfe, keine Diagnose." in again.text
+        assert 'aria-current="true">Deutsch</a>' in again.text
+        assert "set-cookie" not in again.headers
+        # the cookie holds for the API too
+        missing = client.get("/api/v1/predictions/0123abcd")
+        assert missing.json() == {"detail": "Vorhersage '0123abcd' nicht gefunden"}
+
+
+def test_an_unknown_language_is_ignored(client):
+    page = client.get("/?lang=xx", headers={"Accept-Language": "es"})
+    assert page.headers["content-language"] == "es"
+    assert "set-cookie" not in page.headers
+
+
+@pytest.mark.parametrize(
+    ("lang", "detail"),
+    [
+        ("en", "empty file (0 bytes)"),
+        ("pt", "arquivo vazio (0 bytes)"),
+        ("es", "archivo vacío (0 bytes)"),
+        ("fr", "fichier vide (0 octet)"),
+        ("de", "leere Datei (0 Byte)"),
+    ],
+)
+def test_an_api_error_in_each_language(client, lang, detail):
+    response = client.post(
+        "/api/v1/predictions",
+        files={"file": ("empty.jpg", b"", "image/jpeg")},
+        headers={"Accept-Language": lang},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"detail": detail}
+    assert response.headers["content-language"] == lang
+
+
+def test_numbers_in_errors_follow_the_locale(client):
+    big = b"\xff" * 230_000  # over the limit, under the body limit (envelope)
+    response = client.post(
+        "/api/v1/predictions",
+        files={"file": ("big.jpg", big, "image/jpeg")},
+        headers={"Accept-Language": "de"},
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == (
+        "die Datei überschreitet die Upload-Grenze von 200.000 Byte (MAX_UPLOAD_BYTES)"
+    )
+
+
+def test_validation_and_routing_errors_are_translated(client, fixture_images):
+    files = {"file": ("a.jpg", fixture_images[0].read_bytes(), "image/jpeg")}
+    fr = {"Accept-Language": "fr"}
+    age = client.post("/api/v1/predictions", files=files, data={"age": "old"}, headers=fr)
+    assert age.status_code == 422
+    assert age.json()["detail"] == (
+        "age: La valeur doit être un nombre valide\u00a0; le texte ne se lit pas comme un nombre"
+    )
+    assert age.json()["errors"][0]["type"] == "float_parsing"
+    site = client.post("/api/v1/predictions", files=files, data={"site": "elbow"}, headers=fr)
+    assert site.json()["detail"].startswith("site\u00a0: 'elbow' ne fait pas partie de [")
+    missing = client.post("/api/v1/predictions", data={"age": "40"}, headers=fr)
+    assert missing.json()["detail"] == "file: Champ obligatoire"
+    assert client.get("/nowhere", headers=fr).json() == {"detail": "Introuvable"}
+
+
+def test_a_prediction_speaks_the_language_but_is_stored_in_english(client, fixture_images):
+    files = {"file": ("a.jpg", fixture_images[4].read_bytes(), "image/jpeg")}
+    english = client.post("/api/v1/predictions", files=files).json()
+    created = client.post(
+        "/api/v1/predictions", files=files, headers={"Accept-Language": "es"}
+    ).json()
+    assert created["disclaimer"].startswith("Solo es una ayuda a la decisión, no un diagnóstico.")
+    assert [c["code"] for c in created["top"]] == [c["code"] for c in english["top"]]
+    assert [c["name"] for c in created["top"]] != [c["name"] for c in english["top"]]
+    assert created["probabilities"] == english["probabilities"]
+    stored = client.get(f"/api/v1/predictions/{created['id']}").json()
+    assert stored["disclaimer"] == DISCLAIMER
+    assert [c["name"] for c in stored["top"]] == [c["name"] for c in english["top"]]
+    again = client.get(f"/api/v1/predictions/{created['id']}", headers={"Accept-Language": "es"})
+    assert again.json()["top"] == created["top"]
