@@ -72,6 +72,7 @@ VALIDATION = {
     ),
     "list_type": N_("Input should be a valid list"),
     "json_invalid": N_("Invalid JSON: %(error)s"),
+    "nul_character": N_("must not contain the NUL character (U+0000)"),  # schemas.storable
 }
 
 # Starlette's own details (unknown path, wrong method), for the catalogues
