@@ -14,35 +14,42 @@ from dermalens.config import make_config
 from dermalens.data.check import check_main
 from dermalens.evaluation.calibrate import Targets, calibrate_bundle
 from dermalens.evaluation.evaluate import evaluate
+from dermalens.evaluation.external import report_lines
 from dermalens.evaluation.metrics import summary as summary_line
+from dermalens.evaluation.shift_fit import TARGET as SHIFT_TARGET
+from dermalens.evaluation.shift_fit import fit_shift_warning
+from dermalens.evaluation.subgroups import markdown as subgroup_markdown
 from dermalens.export.variants import export_variants
 from dermalens.imageio import find_images, iter_images
 from dermalens.patient import withheld_fields
 from dermalens.runtime.archive import predict_archive
 from dermalens.runtime.ensemble import build_ensemble
-from dermalens.runtime.folder import predict_folder
+from dermalens.runtime.folder import folder_summary, predict_folder
 from dermalens.runtime.predictor import DISCLAIMER, NOT_SKIN_ADVICE, Predictor
+from dermalens.runtime.shift import BATCH_MIN
 
 
 def run_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(
         args.model or default_model_path(), backend=args.backend, precision=args.precision
     )
-    rows, failed = [], 0
+    rows, failed, items = [], 0, []
     # a missing path or a folder without images is reported in its place, not a stop
     paths = [path for path, _ in find_images(args.paths)]
     progress = sys.stderr.isatty() and len(paths) > 32
     for item in predict_folder(predictor, paths, top_k=args.top_k, progress=progress):
+        items.append(item)
         if item.error:
             print(f"error: {item.error}", file=sys.stderr)
             failed += 1
         else:
             rows.append(item.prediction)
+    shift = folder_summary(predictor, items)["shift"]
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "top1", "p_top1", "triage", "p_malignant", "uncertain"])
+        writer.writerow(["path", "top1", "p_top1", "triage", "p_malignant", "uncertain", "shifted"])
         for r in rows:
             writer.writerow(
                 [
@@ -52,6 +59,7 @@ def run_predict(args: argparse.Namespace) -> int:
                     r.triage,
                     f"{r.malignant_probability:.4f}",
                     r.uncertain,
+                    "" if r.shift is None else r.shift.flagged,
                 ]
             )
     else:
@@ -64,12 +72,31 @@ def run_predict(args: argparse.Namespace) -> int:
             )
             if r.not_skin:
                 print(f"  not a dermoscopic skin image: {r.not_skin_reason}; {NOT_SKIN_ADVICE}")
+            if r.shift is not None and r.shift.flagged:
+                print(f"  shift warning: {r.shift.message} ({', '.join(r.shift.measures)})")
+        if shift is not None and len(rows) > 1:
+            print(f"\n{shift_line(shift)}")
         print(f"\n{DISCLAIMER}")
+    if args.format != "table" and shift is not None and len(rows) > 1:
+        print(shift_line(shift), file=sys.stderr)  # stdout stays pure JSON / CSV
     if failed:  # any input that got no answer fails the command, so scripts notice
         total = failed + len(rows)
         print(f"dermalens predict: {failed} of {total} inputs failed", file=sys.stderr)
         return 1
     return 0
+
+
+def shift_line(batch: dict) -> str:
+    """The shift warning over a whole run (`ShiftMonitor.batch_warning`), in one line."""
+    line = (
+        f"shift warning: {batch['flagged']} of {batch['images']} images ({batch['share']:.1%}) "
+        f"differ from the validation data (expected {batch['expected_share']:.1%}); "
+    )
+    if batch["shifted"]:
+        return line + f"as a batch, {batch['message']} (binomial p = {batch['p_value']:.1e})"
+    if batch["images"] < BATCH_MIN:
+        return line + "too few images to judge them as a batch"
+    return line + f"as a batch, within what validation showed (p = {batch['p_value']:.2f})"
 
 
 def run_predict_batch(args: argparse.Namespace) -> int:
@@ -139,6 +166,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"  {name:>8}  precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
             f"f1 {row['f1']:.3f}  auc {auc}  n={row['support']}"
         )
+    for line in report_lines(result.metrics["external"]):
+        print(line)
+    if result.metrics.get("subgroups"):
+        print("by patient group (95% bootstrap intervals over lesions; small: few images):")
+        print(subgroup_markdown(result.metrics["subgroups"]))
+    if result.metrics["left_out"]:
+        print(f"left out (labels the model does not know): {result.metrics['left_out']}")
     print(f"report: {out}")
     return 0
 
@@ -217,15 +251,22 @@ def fields(text: str) -> tuple[str, ...]:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    cap = args.ood_max_val_reject
-    ood_cap = {} if cap is None else {"ood_max_val_reject": cap}
+    cap, shift = args.ood_max_val_reject, args.shift_target
+    if args.shift_only:
+        report = fit_shift_warning(
+            args.model, args.data, args.split_file, args.split, shift or SHIFT_TARGET
+        )
+        print(json.dumps(report, indent=2))
+        return 0
+    chosen = {} if cap is None else {"ood_max_val_reject": cap}
+    chosen |= {} if shift is None else {"shift_target": shift}
     summary = calibrate_bundle(
         args.model,
         args.data,
         args.split_file,
         args.split,
         args.out,
-        targets=Targets(class_bias=not args.temperature_only, **ood_cap),
+        targets=Targets(class_bias=not args.temperature_only, **chosen),
         record_test=args.record_test,
     )
     test = summary.pop("test", None)

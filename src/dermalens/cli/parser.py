@@ -164,6 +164,18 @@ def parser() -> argparse.ArgumentParser:
         help="then evaluate the split's test part, store it in the bundle (as training does) "
         "and write the reports under --out",
     )
+    s.add_argument(
+        "--shift-target",
+        type=commands.fraction,
+        metavar="F",
+        help="the shift warning may flag at most this share of validation images (default 0.03)",
+    )
+    s.add_argument(
+        "--shift-only",
+        action="store_true",
+        help="fit only the shift warning; the bundle's temperature, thresholds and OOD check "
+        "stay exactly as they are",
+    )
     s.set_defaults(func=commands.run_calibrate)
 
     s = sub.add_parser("ensemble", help="combine bundles trained on the same split into one")

@@ -18,6 +18,9 @@
    reason recorded) for a model with a class of unknown malignancy: it gives no triage.
 4. Out-of-distribution check (`runtime.ood`, fitted by `evaluation.ood_fit`): fitted on
    training images' features, thresholded at a high quantile of validation scores.
+5. Shift warning (`runtime.shift`, fitted by `evaluation.shift_fit`): bands on validation
+   acquisition statistics flagging at most `Targets.shift_target` of them
+   (`thresholds["shift"]`).
 
 Results go into the bundle (`temperature`, `thresholds`, `metrics`, `ood.npz`), figures
 into `out_dir`. Validation numbers are optimistic for thresholds chosen on them: report
@@ -41,6 +44,7 @@ from dermalens.data.dedupe import drop_duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.records import DataError
 from dermalens.data.splits import load_split
+from dermalens.evaluation import shift_fit
 from dermalens.evaluation.evaluate import record_test as record
 from dermalens.evaluation.evaluate import run_table
 from dermalens.evaluation.metrics import expected_calibration_error
@@ -54,6 +58,7 @@ from dermalens.evaluation.thresholds import (
     triage_skipped,
 )
 from dermalens.files import now
+from dermalens.runtime.ood import load_ood
 from dermalens.runtime.predictor import Predictor
 
 
@@ -77,6 +82,7 @@ class Targets:
     # fit a per-class bias with the temperature (probabilities calibrated to the data's
     # class mix; answers keep the model's class-balanced ranking); False: temperature only
     class_bias: bool = True
+    shift_target: float = shift_fit.TARGET  # share of validation images the shift warning flags
 
     def __post_init__(self):
         # checked here, not after minutes of feature extraction
@@ -289,9 +295,14 @@ def calibrate(
     bundle.thresholds["uncertain_below"] = metrics["abstention"]["uncertain_below"]
     if "threshold" in metrics["triage"]:
         bundle.thresholds["triage_malignant"] = metrics["triage"]["threshold"]
+    detector = load_ood(bundle)  # kept as it is unless refitted now
     if fit_ood:
         detector, metrics["ood"] = fit_ood_check(predictor, run, labels, fit, targets, progress)
         save_ood(bundle, detector)
+    monitor, metrics["shift"] = shift_fit.shift_from_run(run, detector, targets.shift_target)
+    bundle.thresholds.pop("shift", None)  # an older fit would not match the recalibrated model
+    if monitor is not None:
+        bundle.thresholds["shift"] = monitor.to_dict()
     bundle.metrics.update(metrics)
     bundle.info["calibrated"] = {
         "at": now(),

@@ -6,6 +6,10 @@ and abstention coverage / selective accuracy at the bundle's thresholds, and
 `metrics["ood"]` the share of these (skin) images the OOD check rejects, if it has one.
 A model with a class of unknown malignancy gives no triage: `metrics["decision"]["triage"]`
 says "skipped" and why, and `p_malignant` sums only the classes flagged malignant.
+`metrics["shift"]` is the shift warning's share and batch test (when the bundle has one),
+`metrics["external"]` the clinic's view at the shipped operating point beside the
+bundle's own test record (`evaluation.external`), so `dermalens evaluate BUNDLE FOLDER`
+on a clinic's own labelled images says whether the recorded numbers carry over.
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from dermalens.data.dedupe import drop_duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.records import DataError
 from dermalens.data.splits import load_split
+from dermalens.evaluation.external import external_report
 from dermalens.evaluation.metrics import classification_metrics
 from dermalens.evaluation.plots import plot_confusion, plot_reliability
+from dermalens.evaluation.subgroups import subgroup_metrics, subgroup_table
 from dermalens.evaluation.thresholds import decision_metrics
 from dermalens.files import atomic_write_text, now
 from dermalens.imageio import ImageError
-from dermalens.runtime.ood import PIXEL_STATS, pixel_stats, pooled
+from dermalens.runtime.ood import PIXEL_STATS, OodDetector, pixel_stats, pooled
 from dermalens.runtime.predictor import Predictor
+from dermalens.runtime.shift import STATS, acquisition_stats
 
 
 @dataclass
@@ -51,6 +58,7 @@ class EvalResult:
             "per_class",
             "decision",
             "ood",
+            "shift",
         )
         return {k: self.metrics[k] for k in keep if k in self.metrics}
 
@@ -63,6 +71,8 @@ class TableRun:
     features: np.ndarray  # rows x C: view 0's feature map, mean-pooled as the head pools it
     pixels: np.ndarray  # rows x PIXEL_STATS: `ood.pixel_stats` of view 0
     problems: list[str] = field(default_factory=list)
+    # rows x len(shift.STATS): `shift.acquisition_stats` of view 0, the OOD columns NaN
+    acquisition: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -88,6 +98,7 @@ def run_table(
     logits = np.full((views, n, len(predictor.bundle.classes)), np.nan, dtype=np.float32)
     features = np.empty((n, 0), dtype=np.float32)
     pixels = np.full((n, PIXEL_STATS), np.nan, dtype=np.float32)
+    acquisition = np.full((n, len(STATS)), np.nan)
     problems: list[str] = []
     use_meta = bool(predictor.bundle.metadata_fields)
     rows = list(table.itertuples(index=False))
@@ -113,7 +124,30 @@ def run_table(
             features = np.full((n, pooled_fmap.shape[1]), np.nan, dtype=np.float32)
         logits[:, index], features[index] = out, pooled_fmap
         pixels[index] = pixel_stats(batch, predictor.pre)
-    return TableRun(logits, features, pixels, problems)
+        acquisition[index] = acquisition_stats(batch, predictor.pre)
+    return TableRun(logits, features, pixels, problems, acquisition)
+
+
+def run_stats(run: TableRun, detector: OodDetector | None) -> np.ndarray:
+    """A table run's acquisition statistics of its readable rows (`runtime.shift`), with the
+    OOD check's feature and colour scores filled in when there is one."""
+    ok = run.ok
+    stats = np.array(run.acquisition[ok], np.float64)
+    if detector is not None:
+        stats[:, STATS.index("ood_score")] = detector.score(run.features[ok])
+        colours = detector.colour_score(run.pixels[ok])
+        if colours is not None:
+            stats[:, STATS.index("colour_score")] = colours
+    return stats
+
+
+def shift_rates(predictor: Predictor, run: TableRun) -> tuple[np.ndarray | None, dict | None]:
+    """Per readable row: flagged by the shift warning; and the share with the batch test."""
+    if predictor.shift is None:
+        return None, None
+    flags, _ = predictor.shift.check(run_stats(run, predictor.ood))
+    share = float(flags.mean()) if len(flags) else 0.0
+    return flags, {"flagged_share": share, "batch": predictor.shift.batch_warning(flags)}
 
 
 def evaluate_table(
@@ -125,10 +159,12 @@ def evaluate_table(
     tta: bool = False,
     use_metadata: bool = True,
     withhold: tuple[str, ...] = (),
+    left_out: dict[str, int] | None = None,
 ) -> EvalResult:
     """Evaluate on a dataset table (columns as `data.records.COLUMNS`); `use_metadata=False`
     hides the patient metadata from a model that takes it, `withhold` hides the named
-    fields only (as when a clinic leaves them empty)."""
+    fields only (as when a clinic leaves them empty). `left_out`: images of labels the
+    model does not know, left out before (recorded in the report)."""
     withhold = patient.FIELDS if not use_metadata else patient.withheld_fields(withhold)
 
     predictor = Predictor(bundle, backend, tta=tta)
@@ -155,10 +191,36 @@ def evaluate_table(
         bundle.classes,
     )
     metrics["ood"] = None if ood is None else ood_rates(ood[1], labels[ok], bundle.classes)
+    shifted, metrics["shift"] = shift_rates(predictor, run)
+    not_skin = np.zeros(int(ok.sum()), bool) if ood is None else ood[1]
+    confidence = probs[ok][np.arange(int(ok.sum())), answers[ok]]
+    metrics["external"] = external_report(
+        metrics,
+        labels[ok],
+        probs[ok],
+        bundle.classes,
+        bundle.malignant,
+        (confidence < predictor.uncertain_below) | not_skin,
+        not_skin,
+        predictor.triage_at,
+        metrics["shift"],
+        bundle.metrics.get("test"),
+    )
+    if not any(f is None for f in bundle.malignant):  # by age band, sex, site, skin type
+        metrics["subgroups"] = subgroup_metrics(
+            table[ok],
+            labels[ok],
+            probs[ok],
+            answers[ok],
+            bundle.malignant,
+            predictor.triage_at,
+            not_skin,
+        )
     metrics["tta"] = tta
     metrics["metadata"] = bool(bundle.metadata_fields) and len(withhold) < len(patient.FIELDS)
     metrics["withheld"] = list(withhold) if bundle.metadata_fields else []
     metrics["unreadable"] = run.problems
+    metrics["left_out"] = dict(left_out or {})
     metrics["model"] = bundle.version
     preds = pd.DataFrame(
         {"image_id": table["image_id"].to_numpy(), "label": table["label"].to_numpy()}
@@ -171,6 +233,9 @@ def evaluate_table(
         preds["ood_score"], preds["not_skin"] = np.nan, False
         preds.loc[ok, "ood_score"] = ood[0].round(4)
         preds.loc[ok, "not_skin"] = ood[1]
+    if shifted is not None:
+        preds["shifted"] = False
+        preds.loc[ok, "shifted"] = shifted
     if out_dir is not None:
         write_report(metrics, preds, Path(out_dir))
     return EvalResult(metrics, preds, out_dir)
@@ -216,6 +281,8 @@ def write_report(metrics: dict, preds: pd.DataFrame, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     preds.to_csv(out_dir / "predictions.csv", index=False)
+    if metrics.get("subgroups"):
+        subgroup_table(metrics["subgroups"]).to_csv(out_dir / "subgroups.csv", index=False)
     plot_confusion(metrics["confusion_matrix"], metrics["classes"], out_dir / "confusion.png")
     plot_reliability(metrics["calibration_bins"], metrics["ece"], out_dir / "reliability.png")
 
@@ -248,7 +315,9 @@ def evaluate(
         table = drop_duplicate_extras(table)
     if split != "all":
         table = table[table["split"] == split]
-    table = table[table["label"].isin(bundle.classes)] if split == "all" else table
+    known = table["label"].isin(bundle.classes)
+    left_out = table.loc[~known, "label"].value_counts().to_dict() if split == "all" else {}
+    table = table[known] if split == "all" else table
     if table.empty:
         raise DataError(f"{data}: no images of the model's classes {bundle.classes}")
     return evaluate_table(
@@ -260,4 +329,5 @@ def evaluate(
         tta,
         use_metadata,
         withhold,
+        {str(k): int(v) for k, v in left_out.items()},
     )

@@ -6,15 +6,30 @@
 Each statistic gets the band between its (a/2) and (1 - a/2) quantiles on validation; the
 level a is the largest for which at most `target` of the validation images fall outside
 any band. So the clean false-warning rate is chosen, on validation, by construction.
+
+`calibrate` fits it with everything else (`shift_from_run`); `fit_shift_warning` fits it
+alone into a calibrated bundle (`dermalens calibrate ... --shift-only`), leaving its
+temperature, thresholds and OOD check exactly as they were.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from dermalens.bundle import load_bundle
+from dermalens.data.loaders import load_dataset
+from dermalens.data.records import DataError
+from dermalens.data.splits import load_split
+from dermalens.evaluation.evaluate import TableRun, run_stats, run_table
+from dermalens.files import now
+from dermalens.runtime.ood import OodDetector
+from dermalens.runtime.predictor import Predictor
 from dermalens.runtime.shift import ShiftMonitor
 
 TARGET = 0.03  # share of validation images the warning may flag
+MIN_IMAGES = 20  # validation images the bands need
 
 
 def _bands(stats: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +50,7 @@ def fit_shift(stats: np.ndarray, target: float = TARGET) -> ShiftMonitor:
     if not 0 < target < 1:
         raise ValueError(f"shift target must lie between 0 and 1, got {target}")
     stats = np.array(stats, np.float64, copy=True)
-    if len(stats) < 20:
+    if len(stats) < MIN_IMAGES:
         raise ValueError(f"{len(stats)} validation images: too few to fit the shift warning")
     unused = np.isnan(stats).all(axis=0)
     lo_level, hi_level = 0.0, target
@@ -50,3 +65,45 @@ def fit_shift(stats: np.ndarray, target: float = TARGET) -> ShiftMonitor:
     low, high = np.where(unused, np.nan, low), np.where(unused, np.nan, high)
     expected = _flagged(stats[:, ~unused], low[~unused], high[~unused])
     return ShiftMonitor(low, high, expected, lo_level)
+
+
+def shift_from_run(
+    run: TableRun, detector: OodDetector | None, target: float = TARGET
+) -> tuple[ShiftMonitor | None, dict]:
+    """The shift warning fitted on a validation run, and its report for bundle metrics;
+    (None, a report saying why) when validation has too few images for the bands."""
+    if run.ok.sum() < MIN_IMAGES:
+        n = int(run.ok.sum())
+        return None, {"skipped": f"{n} validation images: too few to fit the shift warning"}
+    monitor = fit_shift(run_stats(run, detector), target)
+    ref = monitor.to_dict()
+    return monitor, {"rule": ref["rule"], "target": target, "n": int(run.ok.sum())}
+
+
+def fit_shift_warning(
+    bundle_path: str | Path,
+    data: str | Path,
+    split_file: str | Path,
+    split: str = "val",
+    target: float = TARGET,
+    progress: bool = True,
+) -> dict:
+    """Fit only the shift warning of a calibrated bundle on part `split` of a split CSV.
+
+    Writes `thresholds["shift"]`, `metrics["shift"]` and `info["shift_fitted"]`; nothing
+    else in bundle.json changes. Returns the report."""
+    bundle = load_bundle(bundle_path)
+    table = load_split(load_dataset(data), Path(split_file))
+    val = table[(table["split"] == split) & table["label"].isin(bundle.classes)]
+    if val.empty:
+        raise DataError(f"{split_file}: no images of the model's classes in split {split!r}")
+    predictor = Predictor(bundle)  # the bundle's own OOD check gives the score columns
+    run = run_table(predictor, val.reset_index(drop=True), progress=progress, tta=False)
+    monitor, report = shift_from_run(run, predictor.ood, target)
+    if monitor is None:
+        raise DataError(f"{split_file}, split {split!r}: {report['skipped']}")
+    bundle.thresholds["shift"] = monitor.to_dict()
+    bundle.metrics["shift"] = report
+    bundle.info["shift_fitted"] = {"at": now(), "split": split, "images": report["n"]}
+    bundle.save_description()
+    return {"bundle": str(bundle.path), "shift": bundle.thresholds["shift"], **report}

@@ -8,7 +8,8 @@ Decoder threads (one per core by default) read and preprocess images into batch 
 a bounded queue holds at most `prefetch` batches, so memory stays flat however large the
 folder; the model runs on one batch while the next ones decode (Pillow, NumPy and ONNX
 Runtime all release the GIL). Results come back in input order; an unusable input
-yields an item with `error` set instead of stopping the run.
+yields an item with `error` set instead of stopping the run. `folder_summary` sums a run up:
+counts, and the shift warning's share of flagged images with its test of the whole batch.
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ def _predict_chunk(
         batch = array if whole else array[ok]
         logits, fmap = predictor.forward(batch)  # metadata unknown: the engine fills it in
         probs = predictor.calibrated(logits)
-        ood = predictor.ood_check(batch, fmap, stats if whole else stats[ok])
+        pixels = stats if whole else stats[ok]
+        ood = predictor.ood_check(batch, fmap, pixels)
+        shift = predictor.shift_check(batch, None if ood is None else ood[0], pixels)
         for j, i in enumerate(ok):
             results[i] = predictor.result(
                 probs[j],
@@ -153,10 +156,32 @@ def _predict_chunk(
                 str(chunk[i]),
                 ood_score=None if ood is None else float(ood[0][j]),
                 not_skin_reason="" if ood is None else ood[2][j],
+                shift=None if shift is None else shift[j],
             )
             results[i].tta = bool(predictor.tta)
     for i, path in enumerate(chunk):
         yield FolderItem(path, results.get(i), errors[i])
+
+
+def folder_summary(predictor: Predictor, items: Sequence[FolderItem]) -> dict:
+    """Counts over a run's items, and the shift warning taken over the whole batch.
+
+    `shift` is None when the bundle has no shift warning; else `ShiftMonitor.batch_warning`
+    over the images that got an answer: the share flagged one by one, and whether that
+    share is clearly above the validation images' (the batch then differs as a whole,
+    even when few images do on their own)."""
+    done = [item.prediction for item in items if item.prediction is not None]
+    shift = None
+    if predictor.shift is not None:
+        flags = np.array([bool(p.shift and p.shift.flagged) for p in done], bool)
+        shift = predictor.shift.batch_warning(flags)
+    return {
+        "images": len(items),
+        "failed": len(items) - len(done),
+        "not_skin": sum(p.not_skin for p in done),
+        "uncertain": sum(p.uncertain and not p.not_skin for p in done),
+        "shift": shift,
+    }
 
 
 def normalise_into(image: Image.Image, pre: Preprocessing, out: np.ndarray) -> np.ndarray:

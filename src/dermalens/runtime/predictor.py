@@ -10,7 +10,10 @@ Optional test-time augmentation (`tta=True`) averages the probabilities of the i
 horizontal and vertical flips and its 180-degree rotation, made on the preprocessed
 array (one batched model call, no second decode). When the bundle holds an OOD check
 (`ood.npz`, see `runtime.ood`), an image that does not look like a dermoscopic skin
-image gets `not_skin=True`, `uncertain=True` and triage "not_skin".
+image gets `not_skin=True`, `uncertain=True` and triage "not_skin". When the bundle holds
+a shift warning (`thresholds["shift"]`, see `runtime.shift`), `Prediction.shift` says
+whether the image's acquisition statistics lie outside what validation showed; it changes
+no answer, it says the operating point may not hold.
 
 A model whose classes include one of unknown malignancy (an open class from an image
 folder that no classes.csv flags, or a rash group; `Bundle.malignant` None) gives no
@@ -36,6 +39,7 @@ from dermalens.runtime.engines import Engine
 from dermalens.runtime.explain import cam_grid, upsample
 from dermalens.runtime.ood import OodDetector, load_ood, pixel_stats, pooled
 from dermalens.runtime.selection import make_engine
+from dermalens.runtime.shift import ShiftFlag, ShiftMonitor, acquisition_stats
 
 DEFAULT_UNCERTAIN = 0.5  # the answer's probability below which the answer is "uncertain"
 
@@ -94,6 +98,8 @@ class Prediction:
     not_skin: bool = False  # the OOD check says this is not a dermoscopic skin image
     not_skin_reason: str = ""
     tta: bool = False  # probabilities averaged over flips and a 180-degree rotation
+    # unlike the validation images (acquisition shift); None: the bundle has no shift warning
+    shift: ShiftFlag | None = None
 
     @property
     def label(self) -> str:
@@ -144,6 +150,7 @@ class Predictor:
         self.uncertain_below = float(thresholds.get("uncertain_below", DEFAULT_UNCERTAIN))
         self.triage_at = float(thresholds.get("triage_malignant", DEFAULT_TRIAGE))
         self.calibration = Calibration.of(self.bundle)
+        self.shift: ShiftMonitor | None = ShiftMonitor.of(self.bundle)
 
     def prepare(self, source: ImageSource) -> np.ndarray:
         return to_input(source, self.pre)
@@ -195,6 +202,25 @@ class Predictor:
             pixels = pixel_stats(batch, self.pre)
         return self.ood.check(pooled(fmap), pixels)
 
+    def shift_check(
+        self,
+        batch: np.ndarray,
+        ood_scores: np.ndarray | None = None,
+        pixels: np.ndarray | None = None,
+    ) -> list[ShiftFlag] | None:
+        """The shift warning per preprocessed image, or None when the bundle has none.
+
+        `ood_scores`: the OOD check's feature scores of the same images (from `ood_check`);
+        `pixels`: their `ood.pixel_stats`, for the colour scores (computed when not given)."""
+        if self.shift is None:
+            return None
+        colours = None
+        if self.ood is not None:
+            if pixels is None:
+                pixels = pixel_stats(batch, self.pre)
+            colours = self.ood.colour_score(pixels)
+        return self.shift.flags(acquisition_stats(batch, self.pre, ood_scores, colours))
+
     def predict(
         self,
         source: ImageSource,
@@ -212,7 +238,9 @@ class Predictor:
         t1 = time.perf_counter()
         logits, fmap = self.forward(x, meta, tta)
         probs = self.calibrated(logits)[0]
-        ood = self.ood_check(x, fmap)
+        pixels = None if self.ood is None else pixel_stats(x, self.pre)
+        ood = self.ood_check(x, fmap, pixels)
+        shift = self.shift_check(x, None if ood is None else ood[0], pixels)
         t2 = time.perf_counter()
         heatmap = grid = None
         if explain:
@@ -225,6 +253,7 @@ class Predictor:
             str(source) if isinstance(source, str | Path) else "",
             ood_score=None if ood is None else float(ood[0][0]),
             not_skin_reason="" if ood is None else ood[2][0],
+            shift=None if shift is None else shift[0],
         )
         result.heatmap, result.heatmap_grid = heatmap, grid
         result.tta = tta
@@ -242,6 +271,7 @@ class Predictor:
         source: str = "",
         ood_score: float | None = None,
         not_skin_reason: str = "",
+        shift: ShiftFlag | None = None,
     ) -> Prediction:
         classes = self.bundle.classes
         # ranked by the decision rule, so top[0] is the answer; each with its probability
@@ -284,6 +314,7 @@ class Predictor:
             ood_score=ood_score,
             not_skin=not_skin,
             not_skin_reason=not_skin_reason,
+            shift=shift,
         )
 
     def no_triage_rule(self, shown: int = 5) -> str:

@@ -3,6 +3,7 @@
     monitor = ShiftMonitor.of(bundle)               # None when the bundle has no reference
     stats = acquisition_stats(batch, bundle.preprocessing, feature_scores, colour_scores)
     flags, reasons = monitor.check(stats)
+    monitor.flags(stats)                            # one `ShiftFlag` per image (Prediction.shift)
     monitor.batch_warning(flags)                    # a folder, or the last N requests
 
 The OOD check (`runtime.ood`) asks "is this a skin image at all?"; this asks "is it the kind
@@ -44,6 +45,10 @@ BORDER = 0.1  # the outer tenth of each side is the "border"
 DARK = 30.0  # 0-255: darker than this in every channel counts as black
 WARNING = (
     "these images differ from the data this model was validated on; its operating point "
+    "(triage threshold, abstention) may not hold"
+)
+IMAGE_WARNING = (
+    "this image differs from the data this model was validated on; its operating point "
     "(triage threshold, abstention) may not hold"
 )
 BATCH_MIN = 10  # images a batch needs before it can be judged as a whole
@@ -95,6 +100,15 @@ def acquisition_stats(
 
 
 @dataclass
+class ShiftFlag:
+    """One image's shift warning, as `Prediction.shift` carries it."""
+
+    flagged: bool
+    measures: list[str]  # the statistics outside their validation band, e.g. "saturation low"
+    message: str  # IMAGE_WARNING when flagged, else ""
+
+
+@dataclass
 class ShiftMonitor:
     """Central bands per statistic, fitted on validation images (see the module docstring)."""
 
@@ -139,6 +153,14 @@ class ShiftMonitor:
             parts += [f"{STATS[j]} high" for j in np.flatnonzero(hi)]
             reasons.append(", ".join(parts))
         return np.array([bool(r) for r in reasons]), reasons
+
+    def flags(self, stats: np.ndarray) -> list[ShiftFlag]:
+        """`check` as one `ShiftFlag` per image."""
+        flagged, reasons = self.check(stats)
+        return [
+            ShiftFlag(bool(f), r.split(", ") if r else [], IMAGE_WARNING if f else "")
+            for f, r in zip(flagged, reasons)
+        ]
 
     def batch_warning(self, flags: np.ndarray) -> dict:
         """Whether a batch of images, taken together, differs from validation."""

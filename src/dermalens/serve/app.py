@@ -22,6 +22,7 @@ from dermalens.bundle import DESCRIPTION, BundleError
 from dermalens.runtime.predictor import DISCLAIMER, Predictor
 from dermalens.serve import error_handlers, i18n
 from dermalens.serve.db import make_sessions, migrate, open_database
+from dermalens.serve.inference import RecentShifts
 from dermalens.serve.middleware import BodyLimit, SecurityHeaders
 from dermalens.serve.routes import api_router, health, page
 from dermalens.serve.settings import Settings
@@ -66,6 +67,8 @@ def load_predictor(settings: Settings) -> Predictor:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     app.state.predictor = load_predictor(settings)
+    # after the warm-up request, which is no patient's image
+    app.state.recent_shifts = RecentShifts(app.state.predictor.shift, settings.shift_window)
     engine = open_database(settings.db_url)
     migrate(engine)
     app.state.engine = engine

@@ -15,6 +15,7 @@ from dermalens import patient
 from dermalens.runtime.predictor import Predictor
 from dermalens.serve import crud
 from dermalens.serve.i18n import N_, _
+from dermalens.serve.inference import RecentShifts
 from dermalens.serve.schemas import Patient
 from dermalens.serve.settings import Settings
 from dermalens.serve.tables import PredictionRecord
@@ -28,6 +29,10 @@ def get_predictor(request: Request) -> Predictor:
     return request.app.state.predictor
 
 
+def get_recent_shifts(request: Request) -> RecentShifts:
+    return request.app.state.recent_shifts
+
+
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
@@ -36,6 +41,7 @@ def get_session(request: Request) -> Iterator[Session]:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SessionDep = Annotated[Session, Depends(get_session)]
+RecentShiftsDep = Annotated[RecentShifts, Depends(get_recent_shifts)]
 bearer = HTTPBearer(auto_error=False, description="the server's DERMALENS_API_TOKEN")
 
 

@@ -2,15 +2,18 @@
 
 The service calls the same `Predictor` as the CLI and decodes with the same draft size, so
 the API returns the same probabilities as `dermalens predict` for the same file.
+`RecentShifts` keeps the shift warnings of the latest requests for the batch test.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 import uuid
-from dataclasses import replace
+from collections import deque
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
 from PIL import Image
@@ -19,15 +22,37 @@ from dermalens.imageio import ImageError
 from dermalens.preprocess import resize
 from dermalens.runtime.explain import overlay
 from dermalens.runtime.predictor import DISCLAIMER, Prediction, Predictor
+from dermalens.runtime.shift import ShiftMonitor
 from dermalens.serve.schemas import (
     ClassScore,
     Heatmap,
     ModelRef,
     Patient,
     PredictionOut,
+    Shift,
+    ShiftBatch,
     Triage,
 )
 from dermalens.serve.uploads import image_error
+
+
+class RecentShifts:
+    """The shift flags of the latest `size` requests of this process, and their batch test.
+
+    Requests are answered in parallel threads, so adding and testing hold a lock."""
+
+    def __init__(self, monitor: ShiftMonitor | None, size: int):
+        self.monitor = monitor
+        self.flags: deque[bool] = deque(maxlen=size)
+        self.lock = threading.Lock()
+
+    def add(self, flagged: bool) -> ShiftBatch | None:
+        if self.monitor is None:
+            return None
+        with self.lock:
+            self.flags.append(flagged)
+            window = list(self.flags)
+        return ShiftBatch(**self.monitor.batch_warning(window))
 
 
 def png_data_url(image: Image.Image) -> str:
@@ -51,6 +76,7 @@ def predict(
     top_k: int = 3,
     display_width: int = 480,
     overlay: bool = True,
+    recent: RecentShifts | None = None,
 ) -> PredictionOut:
     """Run the model on a decoded image and build the response (not yet stored).
 
@@ -72,6 +98,7 @@ def predict(
         )
     timings = {**result.timings_ms, "overlay": round((time.perf_counter() - t1) * 1e3, 2)}
     bundle = predictor.bundle
+    shift = None if result.shift is None else Shift(**asdict(result.shift))
     return PredictionOut(
         id=uuid.uuid4().hex,
         created_at=datetime.now(UTC),
@@ -88,6 +115,8 @@ def predict(
         not_skin_reason=result.not_skin_reason,
         ood_score=result.ood_score,
         tta=result.tta,
+        shift=shift,
+        shift_recent=None if recent is None or shift is None else recent.add(shift.flagged),
         heatmap=heatmap,
         timings_ms=timings,
         patient=patient,

@@ -66,6 +66,33 @@ class Heatmap(BaseModel):
     method: str = "Grad-CAM on the last feature map (equal to CAM for a pooled linear head)"
 
 
+class Shift(BaseModel):
+    flagged: bool = Field(
+        description="true: the image's acquisition statistics (brightness, contrast, "
+        "saturation, colour cast, sharpness, noise, dark border, OOD feature and colour "
+        "scores) lie outside the bands that hold nearly all validation images, so the "
+        "operating point (triage threshold, abstention) may not hold for it"
+    )
+    measures: list[str] = Field(
+        description="the statistics outside their band, e.g. 'saturation low'",
+        examples=[["green_chroma high"]],
+    )
+    message: str = Field(description="a sentence for the user when flagged, else ''")
+
+
+class ShiftBatch(BaseModel):
+    images: int = Field(description="latest requests judged (this one included)")
+    flagged: int = Field(description="how many of them were flagged one by one")
+    share: float = Field(ge=0, le=1)
+    expected_share: float = Field(description="the share flagged among validation images")
+    p_value: float = Field(description="one-sided binomial test of `flagged` against it")
+    shifted: bool = Field(
+        description="the latest requests, taken together, differ from the validation data "
+        "(p_value < 0.001, at least 10 images)"
+    )
+    message: str = Field(description="a sentence for the user when shifted, else ''")
+
+
 class Patient(BaseModel):
     age: float | None = None
     sex: str | None = None
@@ -87,6 +114,15 @@ class PredictionOut(BaseModel):
     not_skin_reason: str = ""
     ood_score: float | None = Field(None, description="about 1 on typical skin images")
     tta: bool = Field(False, description="probabilities averaged over flips and a rotation")
+    shift: Shift | None = Field(
+        None, description="the shift warning for this image; null: the model has none"
+    )
+    shift_recent: ShiftBatch | None = Field(
+        None,
+        description="the shift warning's batch test over the service's latest requests "
+        "(DERMALENS_SHIFT_WINDOW of them, per server process), as it stood after this one; "
+        "null: the model has no shift warning",
+    )
     heatmap: Heatmap | None = Field(
         None, description="null when explain=false, and always in GET (overlays are not stored)"
     )

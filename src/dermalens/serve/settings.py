@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # TrueType font of the PDF reports (Debian's fonts-dejavu-core); a -Bold file beside it
     # is used for headings when present
     report_font: Path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    # the shift warning's batch test runs over this many latest requests (per process)
+    shift_window: int = Field(50, ge=1, le=100_000)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from dermalens.serve import crud, inference, uploads
 from dermalens.serve.deps import (
     PatientDep,
     PredictorDep,
+    RecentShiftsDep,
     SessionDep,
     SettingsDep,
     StoredPredictionDep,
@@ -47,6 +48,7 @@ def create_prediction(
     predictor: PredictorDep,
     session: SessionDep,
     settings: SettingsDep,
+    recent: RecentShiftsDep,
     request: Request,
     response: Response,
     consent: Annotated[
@@ -77,6 +79,7 @@ def create_prediction(
         top_k or settings.top_k,
         settings.display_width,
         overlay,
+        recent,
     )
     image_file = None
     if consent:

@@ -148,6 +148,16 @@ function drawHeatmap(canvas, heatmap) {
   context.putImageData(pixels, 0, 0);
 }
 
+// the shift warning: this image, and the service's latest requests taken together
+function renderShift(shift, recent) {
+  const image = Boolean(shift && shift.flagged);
+  const group = Boolean(recent && recent.shifted);
+  $("shift-image").hidden = !image;
+  $("shift-measures").textContent = image ? shift.measures.join(", ") : "";
+  $("shift-recent").hidden = !group;
+  $("shift").hidden = !(image || group);
+}
+
 function render(result) {
   predictionId = result.id;
   const badge = $("triage");
@@ -165,6 +175,7 @@ function render(result) {
   note.textContent = result.not_skin
     ? `${fmt(T.not_skin, { reason })} ${T.not_skin_advice}`
     : T.low_confidence;
+  renderShift(result.shift, result.shift_recent);
   $("malignant-p").textContent = percent(result.triage.malignant_probability);
   $("triage-rule").textContent = result.triage.rule;
   renderTop(result.top);
