@@ -260,6 +260,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         return 0
     chosen = {} if cap is None else {"ood_max_val_reject": cap}
     chosen |= {} if shift is None else {"shift_target": shift}
+    chosen |= {"triage_under_shift": True} if args.triage_under_shift else {}
     summary = calibrate_bundle(
         args.model,
         args.data,

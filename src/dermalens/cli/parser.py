@@ -171,6 +171,12 @@ def parser() -> argparse.ArgumentParser:
         help="the shift warning may flag at most this share of validation images (default 0.03)",
     )
     s.add_argument(
+        "--triage-under-shift",
+        action="store_true",
+        help="choose the triage threshold on clean and corrupted validation malignant images "
+        "pooled, so its sensitivity holds under acquisition shift (costs specificity)",
+    )
+    s.add_argument(
         "--shift-only",
         action="store_true",
         help="fit only the shift warning; the bundle's temperature, thresholds and OOD check "

@@ -18,13 +18,12 @@
    reason recorded) for a model with a class of unknown malignancy: it gives no triage.
 4. Out-of-distribution check (`runtime.ood`, fitted by `evaluation.ood_fit`): fitted on
    training images' features, thresholded at a high quantile of validation scores.
-5. Shift warning (`runtime.shift`, fitted by `evaluation.shift_fit`): bands on validation
-   acquisition statistics flagging at most `Targets.shift_target` of them
-   (`thresholds["shift"]`).
+5. Shift warning (`evaluation.shift_fit`): validation bands (`thresholds["shift"]`).
+   `Targets(triage_under_shift=True)`: the triage threshold is chosen on clean and
+   corrupted validation malignant images pooled (`evaluation.shift_points`).
 
 Results go into the bundle (`temperature`, `thresholds`, `metrics`, `ood.npz`), figures
-into `out_dir`. Validation numbers are optimistic for thresholds chosen on them: report
-test numbers from `dermalens evaluate ... --split test`.
+into `out_dir`. Validation numbers are optimistic for thresholds chosen on them.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ from dermalens.data.dedupe import drop_duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.records import DataError
 from dermalens.data.splits import load_split
-from dermalens.evaluation import shift_fit
+from dermalens.evaluation import shift_fit, shift_points
 from dermalens.evaluation.evaluate import record_test as record
 from dermalens.evaluation.evaluate import run_table
 from dermalens.evaluation.metrics import expected_calibration_error
@@ -83,6 +82,7 @@ class Targets:
     # class mix; answers keep the model's class-balanced ranking); False: temperature only
     class_bias: bool = True
     shift_target: float = shift_fit.TARGET  # share of validation images the shift warning flags
+    triage_under_shift: bool = False  # triage threshold on clean + corrupted validation images
 
     def __post_init__(self):
         # checked here, not after minutes of feature extraction
@@ -303,6 +303,10 @@ def calibrate(
     bundle.thresholds.pop("shift", None)  # an older fit would not match the recalibrated model
     if monitor is not None:
         bundle.thresholds["shift"] = monitor.to_dict()
+    if targets.triage_under_shift and "threshold" in metrics["triage"]:
+        tri = shift_points.triage_step(predictor, detector, val[ok], probs, labels, targets)
+        metrics["triage"] = {**metrics["triage"], **tri}
+        bundle.thresholds["triage_malignant"] = tri["threshold"]
     bundle.metrics.update(metrics)
     bundle.info["calibrated"] = {
         "at": now(),

@@ -11,8 +11,10 @@ of skin image the model's operating points were chosen on?". Each image gets a f
 acquisition statistics computed on the model's input pixels: brightness, contrast,
 saturation, colour cast (mean r and g chromaticity), sharpness and fine-grain noise (from
 the Laplacian), the dark share of the frame's border (a dermatoscope's ring, a zoomed-out
-frame) and, when the bundle has an OOD check, its feature and colour scores (distances to
-the nearest training images: feature density and colour distribution). The reference is the
+frame), the hue angle of the mean opponent colour (a tint), the corners' brightness
+against the centre's (vignetting) and, when the bundle has an OOD check, its feature and
+colour scores (distances to the nearest training images: feature density and colour
+distribution). The reference is the
 validation images' distribution of each statistic (`evaluation.shift_fit`): an image is
 flagged when any statistic falls outside its central band, the bands being as wide as
 needed for a fixed small share of validation images to be flagged. A batch is flagged
@@ -38,10 +40,13 @@ STATS = (
     "sharpness",
     "noise",
     "dark_border",
+    "hue",
+    "corner_light",
     "ood_score",
     "colour_score",
 )
 BORDER = 0.1  # the outer tenth of each side is the "border"
+CORNER = 0.15  # corner squares of this share of the short side, for "corner_light"
 DARK = 30.0  # 0-255: darker than this in every channel counts as black
 WARNING = (
     "these images differ from the data this model was validated on; its operating point "
@@ -82,7 +87,13 @@ def acquisition_stats(
         bh, bw = max(1, int(h * BORDER)), max(1, int(w * BORDER))
         border = np.ones((h, w), bool)
         border[bh:-bh, bw:-bw] = False
-        out[i, :8] = (
+        c = max(1, int(min(h, w) * CORNER))
+        corners = np.concatenate(
+            [grey[:c, :c], grey[:c, -c:], grey[-c:, :c], grey[-c:, -c:]], axis=None
+        )
+        centre = grey[h // 4 : h - h // 4, w // 4 : w - w // 4]
+        red, green, blue = rgb.reshape(3, -1).mean(axis=1)
+        out[i, :10] = (
             grey.mean(),
             grey.std(),
             ((high - low) / (high + 1.0)).mean(),
@@ -91,6 +102,8 @@ def acquisition_stats(
             np.log1p(lap.var()),
             np.log1p(np.median(np.abs(lap))),
             (high[border] < DARK).mean(),
+            np.degrees(np.arctan2((red + green) / 2 - blue, red - green)),
+            (corners.mean() + 1.0) / (centre.mean() + 1.0),
         )
     if feature_scores is not None:
         out[:, STATS.index("ood_score")] = feature_scores
