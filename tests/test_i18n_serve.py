@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
-from dermalens.runtime.predictor import DISCLAIMER
+from dermalens.bundle import default_model_path
+from dermalens.runtime.predictor import DISCLAIMER, Predictor
 from dermalens.serve import i18n
 from dermalens.serve.app import create_app
+from dermalens.serve.localize import REASONS, reword, triage_rule
 from dermalens.serve.settings import Settings
+
+DEFAULT_BUNDLE = default_model_path()
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +150,50 @@ def test_a_prediction_speaks_the_language_but_is_stored_in_english(client, fixtu
     assert [c["name"] for c in stored["top"]] == [c["name"] for c in english["top"]]
     again = client.get(f"/api/v1/predictions/{created['id']}", headers={"Accept-Language": "es"})
     assert again.json()["top"] == created["top"]
+
+
+def real_sentences(tiny_bundle) -> tuple[list[str], list[str]]:
+    """Triage rules and not-skin reasons exactly as the runtime writes them."""
+    default = Predictor(DEFAULT_BUNDLE, backend="onnx")  # has the OOD check and colour judge
+    tiny = Predictor(tiny_bundle, backend="onnx")
+    probs = np.full(len(tiny.bundle.classes), 1 / len(tiny.bundle.classes), np.float32)
+    unknown = SimpleNamespace(bundle=tiny.bundle, names=tiny.names, flags=[None] * len(probs))
+    rules = [
+        tiny.result(probs).triage_rule,
+        default.predict(Image.new("RGB", (64, 48), (128, 100, 90))).triage_rule,
+        Predictor.no_triage_rule(unknown),  # names five classes "and 2 more"
+        Predictor.no_triage_rule(unknown, shown=10),
+    ]
+    ood, skin = default.ood, np.array([[50.0, 0.99, 50.0]])  # pixel stats that pass
+    reasons = [
+        ood.decide(np.zeros(1), np.zeros(1), np.array([[0.0, 0.99, 50.0]]))[1][0],
+        ood.decide(np.zeros(1), np.zeros(1), np.array([[50.0, 0.1, 50.0]]))[1][0],
+        ood.decide(np.zeros(1), np.zeros(1), np.array([[50.0, 0.99, 0.0]]))[1][0],
+        ood.decide(np.array([99.0]), np.zeros(1), skin)[1][0],
+        ood.decide(np.zeros(1), np.array([99.0]), skin)[1][0],
+    ]
+    assert all(reasons) and len(set(reasons)) == 5
+    return rules, reasons
+
+
+def test_the_triage_rule_and_reasons_are_reworded(tiny_bundle):
+    """Every sentence the runtime writes matches a template: the same in English, reworded
+    (numbers in the locale's notation) in the others."""
+    rules, reasons = real_sentences(tiny_bundle)
+    for rule in rules:
+        assert triage_rule(rule) == rule  # English: parsed and rebuilt unchanged
+        for lang in ("pt", "es", "fr", "de"):
+            with i18n.use(lang):
+                worded = triage_rule(rule)
+            assert all(part not in worded for part in rule.split("; ")), (lang, worded)
+    for reason in reasons:
+        assert reword(reason, REASONS) == reason
+        with i18n.use("de"):
+            assert reword(reason, REASONS) != reason
+    with i18n.use("pt"):
+        assert triage_rule(rules[0]).startswith("maligna se P(classes malignas) >= 0,500")
+        assert "Ceratose actínica / carcinoma intraepitelial (akiec)" in triage_rule(rules[2])
+        assert "e mais 2" in triage_rule(rules[2])
+    with i18n.use("fr"):
+        assert reword(reasons[0], REASONS) == "image uniforme (écart type des pixels 0,0 < 3)"
+    assert reword("a sentence of a newer version", REASONS) == "a sentence of a newer version"

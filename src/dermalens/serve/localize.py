@@ -7,18 +7,21 @@ Each language keeps its glossary in `locale/<lang>/glossary.csv` (`key,term,form
 the accepted inflections, `;`-separated). `tests/test_i18n.py` holds the catalogues to them.
 Classes with no glossary row (an image folder's open classes) keep the bundle's name.
 
-A prediction is stored in English; `localized` translates a copy on the way out.
+A prediction is stored in English; `localized` translates a copy on the way out: class
+names, the notice, and the triage rule and not-skin reason (matched against the English
+templates below, their numbers written for the locale).
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import re
 from dataclasses import dataclass
 
 from dermalens.runtime.predictor import DISCLAIMER
 from dermalens.serve import i18n
-from dermalens.serve.i18n import _
+from dermalens.serve.i18n import N_, _
 from dermalens.serve.schemas import PredictionOut
 
 GLOSSARY = "glossary.csv"
@@ -58,9 +61,87 @@ def class_name(code: str, fallback: str | None = None) -> str:
     return fallback or (english.term if english else code)
 
 
+# The English sentences of `runtime.predictor` (triage rule, one part per "; ") and
+# `runtime.ood` (why an image is not skin), as templates: a stored sentence is matched
+# against them and worded again in the reader's language. A sentence that matches none
+# (a newer wording) is shown as it is; tests/test_i18n_serve.py matches every real one.
+RULE_PARTS = [
+    N_("malignant if P(malignant classes) >= %(threshold)s"),
+    N_("uncertain if the answer's probability < %(threshold)s"),
+    N_(
+        "not_skin (and uncertain) if a flat frame, pixel noise or a greyscale frame, or OOD "
+        "score > %(threshold)s"
+    ),
+    N_(
+        "not_skin (and uncertain) if a flat frame, pixel noise or a greyscale frame, or OOD "
+        "score > %(threshold)s, or colour score > %(colour)s"
+    ),
+    N_(
+        "no benign / malignant triage (unavailable): the malignancy of %(classes)s is not "
+        "known, so a clinician must decide"
+    ),
+]
+REASONS = [
+    N_("flat frame (pixel std %(value)s < %(limit)s)"),
+    N_("pixel noise (neighbour correlation %(value)s < %(limit)s)"),
+    N_("greyscale frame (colour spread %(value)s < %(limit)s; dermoscopic images are colour)"),
+    N_("unlike dermoscopic images (OOD score %(value)s > %(limit)s)"),
+    N_("colours unlike dermoscopic images (colour score %(value)s > %(limit)s)"),
+]
+MORE_CLASSES = N_("%(classes)s and %(more)s more")
+_NUMBER = re.compile(r"-?\d+(?:\.(\d+))?")
+_CLASS = re.compile(r"\s*(?P<name>[^,]+?) \((?P<code>[^()]+)\)")
+
+
+@functools.cache
+def _pattern(template: str) -> re.Pattern:
+    """'x > %(limit)s' -> a regex with a named group per placeholder."""
+    parts = re.split(r"%\((\w+)\)s", template)
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts)
+    )
+    return re.compile(f"{regex}$")
+
+
+def _value(key: str, text: str) -> str:
+    """A number in the locale's notation, with as many decimals; a class list translated."""
+    if match := _NUMBER.fullmatch(text):
+        return i18n.number(float(text), len(match.group(1) or ""))
+    if key == "classes":
+        if more := re.fullmatch(r"(.+) and (\d+) more", text):
+            listed = _value("classes", more.group(1))
+            return _(MORE_CLASSES) % {"classes": listed, "more": i18n.number(int(more.group(2)))}
+        return ", ".join(
+            f"{class_name(m['code'], m['name'])} ({m['code']})" for m in _CLASS.finditer(text)
+        )
+    return text
+
+
+def reword(sentence: str, templates: list[str]) -> str:
+    """`sentence` in the current language when it matches one of the English `templates`."""
+    for template in templates:
+        if match := _pattern(template).match(sentence):
+            values = {k: _value(k, v) for k, v in match.groupdict().items()}
+            return _(template) % values
+    return sentence
+
+
+def triage_rule(rule: str) -> str:
+    return "; ".join(reword(part, RULE_PARTS) for part in rule.split("; "))
+
+
 def localized(out: PredictionOut) -> PredictionOut:
     """A copy of a stored or new prediction with its words in the current language."""
     if i18n.current() == i18n.DEFAULT:
         return out
     top = [c.model_copy(update={"name": class_name(c.code, c.name)}) for c in out.top]
-    return out.model_copy(update={"top": top, "disclaimer": _(DISCLAIMER)})
+    triage = out.triage.model_copy(update={"rule": triage_rule(out.triage.rule)})
+    reason = reword(out.not_skin_reason, REASONS) if out.not_skin_reason else ""
+    return out.model_copy(
+        update={
+            "top": top,
+            "triage": triage,
+            "not_skin_reason": reason,
+            "disclaimer": _(DISCLAIMER),
+        }
+    )
