@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from pypdf import PdfReader
 
 from dermalens.runtime.predictor import DISCLAIMER
+from dermalens.serve import i18n
 from dermalens.serve.app import create_app
 from dermalens.serve.report_items import ReportItem, stored_image
 from dermalens.serve.schemas import ClassScore, ModelRef, Patient, PredictionOut, Triage
@@ -64,6 +65,17 @@ def test_without_consent_the_report_says_there_is_no_image(client, fixture_image
     assert "Image not kept" in text and not reader.pages[0].images
 
 
+def test_the_report_follows_the_requested_language(client, fixture_images):
+    body = predict(client, fixture_images[2].read_bytes(), consent=False)
+    response = client.get(f"/api/v1/predictions/{body['id']}/report.pdf?lang=de")
+    assert response.headers["content-language"] == "de"
+    _, text = text_of(response.content)
+    with i18n.use("de"):
+        notice = i18n._(DISCLAIMER)
+    client.cookies.clear()  # ?lang= is remembered: later tests want English
+    assert "Bericht zur Hautveränderung" in text and notice in text and "keine Diagnose" in text
+
+
 def test_unknown_prediction_is_404_with_a_sentence(client):
     response = client.get("/api/v1/predictions/" + "f" * 32 + "/report.pdf")
     assert response.status_code == 404
@@ -91,18 +103,19 @@ def test_text_beyond_latin1_prints(fixture_images):
         pytest.skip(f"{FONT} missing: apt-get install fonts-dejavu-core")
     label = "Ombro esquerdo, lesão — Größe 3 mm; Łódź, Ωμέγα, Щека €"
     image = stored_image(fixture_images[0].parent, fixture_images[0].name)
-    portuguese = {"Skin lesion report": "Relatório de lesão cutânea"}
-    pdf = render(
-        [ReportItem(sample(), image, label), ReportItem(sample("d" * 32), None)],
-        FONT,
-        patient="Paciente nº 7 (São Paulo)",
-        translate=lambda s: portuguese.get(s, s),
-        serving_version="other@000000000000",
-    )
+    with i18n.use("pt"):
+        pdf = render(
+            [ReportItem(sample(), image, label), ReportItem(sample("d" * 32), None)],
+            FONT,
+            patient="Paciente nº 7 (São Paulo)",
+            serving_version="other@000000000000",
+        )
+        notice = i18n._(DISCLAIMER)
     _, text = text_of(pdf)
-    for part in (label, "Relatório de lesão cutânea", "São Paulo", "m@0123456789ab"):
+    for part in (label, "Relatório de lesão de pele", "São Paulo", "m@0123456789ab", notice):
         assert part in text
-    assert "the server now runs other@000000000000" in text  # why there is no heatmap
+    assert "Carcinoma basocelular" in text and "0,600" in text  # glossary name, pt decimals
+    assert "o servidor agora usa other@000000000000" in text  # why there is no heatmap
     assert "SNOMED CT 254701007" in text and "ICD-11 2C32" in text
 
 

@@ -5,13 +5,13 @@ Built with fpdf2 (pure Python, maintained, embeds and subsets a TrueType font, s
 Unicode text prints: accents, ß, ł, Greek, Cyrillic); the font is DejaVu Sans from Debian's
 `fonts-dejavu-core` (`Settings.report_font`). Heatmap overlays are never stored: the report
 redraws one from the kept image, and only when the serving model is the one that made the
-prediction. Every sentence is in `TEXT` (English) and goes through `translate`, so a
-catalogue can supply the patient's language.
+prediction. Every sentence is in `TEXT`, marked for the gettext catalogues (`serve.i18n`),
+and printed in the request's language (`?lang=`, the cookie or Accept-Language), with class
+names from that language's glossary and numbers and dates in its locale.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,34 +25,48 @@ from dermalens.imageio import load_image
 from dermalens.preprocess import resize
 from dermalens.runtime.explain import overlay
 from dermalens.runtime.predictor import DISCLAIMER, Predictor
+from dermalens.serve import i18n
+from dermalens.serve.i18n import N_, _, pgettext
+from dermalens.serve.localize import class_name
 from dermalens.serve.report_items import ReportItem
 
 TEXT = {
-    "title": "Skin lesion report",
-    "preliminary": "Preliminary software result, not a diagnosis.",
-    "notice": DISCLAIMER,
-    "printed": "Printed",
-    "model": "Model",
-    "prediction": "Prediction",
-    "date": "Date",
-    "patient": "Patient",
-    "lesion": "Lesion",
-    "image": "Image",
-    "heatmap": "Heatmap (where the model looked)",
-    "no_image": "Image not kept (no consent to store it), so no image or heatmap.",
-    "no_heatmap": "No heatmap: this prediction was made by {made}; the server now runs {now}.",
-    "no_heatmap_drawn": "No heatmap could be drawn for this image.",
-    "class": "Class",
-    "probability": "Probability",
-    "triage": "Triage",
-    "triage_rule": "Rule",
-    "p_malignant": "P(malignant)",
-    "uncertain": "Uncertain: the most likely class is below the confidence threshold.",
-    "not_skin": "The image was not read as a skin lesion: {reason}",
-    "codes": "Codes of the most likely class",
-    "page": "Page",
+    "title": N_("Skin lesion report"),
+    "preliminary": N_("Preliminary software result, not a diagnosis."),
+    "printed": N_("Printed"),
+    "model": N_("Model"),
+    "prediction": N_("Prediction"),
+    "date": N_("Date"),
+    "patient": N_("Patient"),
+    "lesion": N_("Lesion"),
+    "image": N_("Image"),
+    "heatmap": N_("Heatmap (where the model looked)"),
+    "no_image": N_("Image not kept (no consent to store it), so no image or heatmap."),
+    "no_heatmap": N_(
+        "No heatmap: this prediction was made by %(made)s; the server now runs %(now)s."
+    ),
+    "no_heatmap_drawn": N_("No heatmap could be drawn for this image."),
+    "class": N_("Class"),
+    "probability": N_("Probability"),
+    "triage": N_("Triage"),
+    "triage_rule": N_("Rule"),
+    "p_malignant": N_("P(malignant)"),
+    "uncertain": N_("Uncertain: the most likely class is below the confidence threshold."),
+    "not_skin": N_("The image was not read as a skin lesion: %(reason)s"),
+    "codes": N_("Codes of the most likely class"),
+    "page": N_("Page"),
 }
-Translate = Callable[[str], str]
+
+
+def triage_word(result: str) -> str:
+    """The page's words for a triage result (the same catalogue entries)."""
+    words = {
+        "benign": pgettext("triage", "Likely benign"),
+        "malignant": pgettext("triage", "Possibly malignant: refer"),
+        "uncertain": pgettext("triage", "Uncertain: refer"),
+        "not_skin": pgettext("triage", "Not recognised as a skin image"),
+    }
+    return words.get(result, result)
 
 
 class ReportFontMissing(RuntimeError):
@@ -88,8 +102,12 @@ def heatmap_image(predictor: Predictor, entry: ReportItem, width: int = 320) -> 
 def _fonts(pdf: FPDF, font: Path) -> None:
     if not font.is_file():
         raise ReportFontMissing(
-            f"PDF reports need a Unicode TrueType font; {font} is missing: install Debian's "
-            "fonts-dejavu-core (apt-get install fonts-dejavu-core) or set DERMALENS_REPORT_FONT"
+            _(
+                "PDF reports need a Unicode TrueType font; %(font)s is missing: install "
+                "Debian's fonts-dejavu-core (apt-get install fonts-dejavu-core) or set "
+                "DERMALENS_REPORT_FONT"
+            )
+            % {"font": font}
         )
     bold = font.with_name(font.stem + "-Bold" + font.suffix)
     pdf.add_font("report", "", str(font))
@@ -101,25 +119,24 @@ def render(
     font: Path,
     heatmaps: dict[str, Image.Image] | None = None,
     patient: str | None = None,
-    translate: Translate | None = None,
     serving_version: str | None = None,
 ) -> bytes:
     """The report as PDF bytes; `heatmaps` maps prediction id -> overlay (see `heatmap_image`),
     `serving_version` names the model now served (said when a heatmap cannot be redrawn)."""
-    t = translate or (lambda s: s)
 
     def say(key: str, **values: str) -> str:
-        return t(TEXT[key]).format(**values)
+        return _(TEXT[key]) % values if values else _(TEXT[key])
 
-    pdf = _Pdf(f"{say('preliminary')} {say('notice')}", say("page"))
+    notice = _(DISCLAIMER)
+    pdf = _Pdf(f"{say('preliminary')} {notice}", say("page"))
     _fonts(pdf, font)
     pdf.set_auto_page_break(True, margin=22)
     pdf.add_page()
     pdf.set_font("report", "B", 16)
     pdf.cell(0, 9, say("title"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    _notice(pdf, say("preliminary"), say("notice"))
+    _notice(pdf, say("preliminary"), notice)
     pdf.set_font("report", size=9)
-    printed = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    printed = f"{i18n.when(datetime.now(UTC))} UTC"
     model = items[0].out.model
     _line(pdf, f"{say('printed')}: {printed}   {say('model')}: {model.name} ({model.version})")
     if patient:
@@ -147,15 +164,16 @@ def _section(pdf: FPDF, entry: ReportItem, heatmap, say, serving: str | None) ->
     head = entry.label or f"{say('prediction')} {out.id[:8]}"
     _line(pdf, f"{say('lesion')}: {head}" if entry.label else head, 7)
     pdf.set_font("report", size=9)
-    when = out.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    when = f"{i18n.when(out.created_at)} UTC"
     _line(pdf, f"{say('date')}: {when}   {say('model')}: {out.model.version}   id {out.id}")
     _pictures(pdf, entry, heatmap, say, serving)
     if out.not_skin:
         _line(pdf, say("not_skin", reason=out.not_skin_reason))
     _scores(pdf, entry, say)
     pdf.set_font("report", "B", 10)
-    p = f"{out.triage.malignant_probability:.2f}"
-    _line(pdf, f"{say('triage')}: {out.triage.result}   {say('p_malignant')} = {p}", 6)
+    p = i18n.number(out.triage.malignant_probability, 2)
+    word = triage_word(out.triage.result)
+    _line(pdf, f"{say('triage')}: {word}   {say('p_malignant')} = {p}", 6)
     pdf.set_font("report", size=8)
     _line(pdf, f"{say('triage_rule')}: {out.triage.rule}", 4)
     if out.uncertain:
@@ -203,6 +221,6 @@ def _scores(pdf: FPDF, entry: ReportItem, say) -> None:
         head.cell(say("probability"))
         for score in entry.out.top:
             row = table.row()
-            row.cell(score.name)
-            row.cell(f"{score.probability:.3f}")
+            row.cell(class_name(score.code, score.name))
+            row.cell(i18n.number(score.probability, 3))
     pdf.ln(2)
