@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from pypdf import PdfReader
 
 from dermalens.runtime.predictor import DISCLAIMER
-from dermalens.serve import i18n
+from dermalens.serve import i18n, localize
 from dermalens.serve.app import create_app
 from dermalens.serve.report_items import ReportItem, stored_image
 from dermalens.serve.schemas import ClassScore, ModelRef, Patient, PredictionOut, Triage
@@ -74,6 +74,9 @@ def test_the_report_follows_the_requested_language(client, fixture_images):
         notice = i18n._(DISCLAIMER)
     client.cookies.clear()  # ?lang= is remembered: later tests want English
     assert "Bericht zur Hautveränderung" in text and notice in text and "keine Diagnose" in text
+    with i18n.use("de"):
+        rule = localize.triage_rule(body["triage"]["rule"])
+    assert rule != body["triage"]["rule"] and re.sub(r"\s+", " ", rule) in text
 
 
 def test_unknown_prediction_is_404_with_a_sentence(client):

@@ -27,7 +27,7 @@ from dermalens.runtime.explain import overlay
 from dermalens.runtime.predictor import DISCLAIMER, Predictor
 from dermalens.serve import i18n
 from dermalens.serve.i18n import N_, _, pgettext
-from dermalens.serve.localize import class_name
+from dermalens.serve.localize import class_name, localized
 from dermalens.serve.report_items import ReportItem
 
 TEXT = {
@@ -142,6 +142,7 @@ def render(
     if patient:
         _line(pdf, f"{say('patient')}: {patient}")
     for entry in items:
+        entry = replace(entry, out=localized(entry.out))  # names, rule, reason in the language
         _section(pdf, entry, (heatmaps or {}).get(entry.out.id), say, serving_version)
     return bytes(pdf.output())
 
