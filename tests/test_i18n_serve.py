@@ -16,10 +16,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from dermalens.bundle import default_model_path
+from dermalens.runtime import shift
 from dermalens.runtime.predictor import DISCLAIMER, Predictor
 from dermalens.serve import i18n
 from dermalens.serve.app import create_app
-from dermalens.serve.localize import REASONS, reword, triage_rule
+from dermalens.serve.localize import MEASURES, REASONS, measure, reword, triage_rule
+from dermalens.serve.routes.model import DEFAULT_INTENDED_USE
 from dermalens.serve.settings import Settings
 
 DEFAULT_BUNDLE = default_model_path()
@@ -197,3 +199,16 @@ def test_the_triage_rule_and_reasons_are_reworded(tiny_bundle):
     with i18n.use("fr"):
         assert reword(reasons[0], REASONS) == "image uniforme (écart type des pixels 0,0 < 3)"
     assert reword("a sentence of a newer version", REASONS) == "a sentence of a newer version"
+
+
+def test_shift_words_and_the_model_card(client):
+    assert set(MEASURES) == set(shift.STATS)  # a new statistic needs its words
+    with i18n.use("pt"):
+        assert measure("saturation low") == "saturação abaixo do esperado"
+        assert measure("something_new high") == "something_new high"
+        assert i18n._(shift.IMAGE_WARNING).startswith("esta imagem difere dos dados")
+    card = client.get("/api/v1/model", headers={"Accept-Language": "de"}).json()
+    assert card["disclaimer"].startswith("Nur eine Entscheidungshilfe, keine Diagnose.")
+    with i18n.use("de"):  # a bundle's own card text stays as written; the default is ours
+        assert i18n._(DEFAULT_INTENDED_USE).startswith("Entscheidungshilfe für Ärztinnen")
+    assert client.get("/api/v1/model").json()["disclaimer"] == DISCLAIMER

@@ -40,16 +40,12 @@ from dermalens.runtime.explain import cam_grid, upsample
 from dermalens.runtime.ood import OodDetector, load_ood, pixel_stats, pooled
 from dermalens.runtime.selection import make_engine
 from dermalens.runtime.shift import ShiftFlag, ShiftMonitor, acquisition_stats
+from dermalens.wording import N_
 
 DEFAULT_UNCERTAIN = 0.5  # the answer's probability below which the answer is "uncertain"
 
 
 DEFAULT_TRIAGE = 0.5  # summed malignant probability at or above which triage says malignant
-
-
-def N_(message: str) -> str:
-    """Marks a sentence for the web service's translations (`serve.i18n`); returns it as is."""
-    return message
 
 
 DISCLAIMER = N_(

@@ -30,6 +30,7 @@ from scipy.stats import binom
 
 from dermalens.bundle import Bundle
 from dermalens.preprocess import Preprocessing
+from dermalens.wording import N_
 
 STATS = (
     "brightness",
@@ -48,11 +49,11 @@ STATS = (
 BORDER = 0.1  # the outer tenth of each side is the "border"
 CORNER = 0.15  # corner squares of this share of the short side, for "corner_light"
 DARK = 30.0  # 0-255: darker than this in every channel counts as black
-WARNING = (
+WARNING = N_(
     "these images differ from the data this model was validated on; its operating point "
     "(triage threshold, abstention) may not hold"
 )
-IMAGE_WARNING = (
+IMAGE_WARNING = N_(
     "this image differs from the data this model was validated on; its operating point "
     "(triage threshold, abstention) may not hold"
 )

@@ -44,6 +44,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dermalens.wording import N_  # noqa: F401 (re-exported: serve code marks constants with it)
+
 # English is the source language (the msgids); the others have a catalogue under locale/.
 # "pt" is written in Brazilian Portuguese, as Babel's and the browsers' "pt" locale is.
 LANGUAGES = {
@@ -112,11 +114,6 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 def pgettext(context: str, message: str) -> str:
     """A message whose meaning depends on `context` (an English word used two ways)."""
     return translations(current()).pgettext(context, message)
-
-
-def N_(message: str) -> str:
-    """Marks a constant for extraction; translate it where it is shown, with `_(constant)`."""
-    return message
 
 
 # --- choosing the language ---------------------------------------------------------------

@@ -88,6 +88,22 @@ REASONS = [
     N_("unlike dermoscopic images (OOD score %(value)s > %(limit)s)"),
     N_("colours unlike dermoscopic images (colour score %(value)s > %(limit)s)"),
 ]
+# the shift warning's statistics (runtime.shift STATS) and the side of its band
+MEASURES = {
+    "brightness": N_("brightness"),
+    "contrast": N_("contrast"),
+    "saturation": N_("saturation"),
+    "red_chroma": N_("red tint"),
+    "green_chroma": N_("green tint"),
+    "sharpness": N_("sharpness"),
+    "noise": N_("fine-grain noise"),
+    "dark_border": N_("dark border"),
+    "hue": N_("hue"),
+    "corner_light": N_("corner brightness"),
+    "ood_score": N_("unfamiliar image features"),
+    "colour_score": N_("unfamiliar colours"),
+}
+SIDES = {"low": N_("%(measure)s low"), "high": N_("%(measure)s high")}
 MORE_CLASSES = N_("%(classes)s and %(more)s more")
 _NUMBER = re.compile(r"-?\d+(?:\.(\d+))?")
 _CLASS = re.compile(r"\s*(?P<name>[^,]+?) \((?P<code>[^()]+)\)")
@@ -130,6 +146,31 @@ def triage_rule(rule: str) -> str:
     return "; ".join(reword(part, RULE_PARTS) for part in rule.split("; "))
 
 
+def measure(text: str) -> str:
+    """'saturation low' -> 'saturação baixa'; an unknown statistic stays as it is."""
+    name, _sep, side = text.rpartition(" ")
+    if name not in MEASURES or side not in SIDES:
+        return text
+    return _(SIDES[side]) % {"measure": _(MEASURES[name])}
+
+
+def shift_words(out: PredictionOut) -> dict:
+    """The shift warning's sentences (runtime.shift's, marked N_) and statistics, translated."""
+    update = {}
+    if out.shift is not None:
+        update["shift"] = out.shift.model_copy(
+            update={
+                "measures": [measure(m) for m in out.shift.measures],
+                "message": _(out.shift.message) if out.shift.message else "",
+            }
+        )
+    if out.shift_recent is not None and out.shift_recent.message:
+        update["shift_recent"] = out.shift_recent.model_copy(
+            update={"message": _(out.shift_recent.message)}
+        )
+    return update
+
+
 def localized(out: PredictionOut) -> PredictionOut:
     """A copy of a stored or new prediction with its words in the current language."""
     if i18n.current() == i18n.DEFAULT:
@@ -143,5 +184,6 @@ def localized(out: PredictionOut) -> PredictionOut:
             "triage": triage,
             "not_skin_reason": reason,
             "disclaimer": _(DISCLAIMER),
+            **shift_words(out),
         }
     )

@@ -6,11 +6,12 @@ from fastapi import APIRouter
 
 from dermalens.runtime.predictor import DISCLAIMER
 from dermalens.serve.deps import PredictorDep
+from dermalens.serve.i18n import N_, _
 from dermalens.serve.schemas import ModelInfo
 
 router = APIRouter(prefix="/model", tags=["model"])
 
-DEFAULT_INTENDED_USE = (
+DEFAULT_INTENDED_USE = N_(
     "Decision support for clinicians looking at dermoscopic images of skin lesions: a second "
     "opinion on the lesion class and a triage suggestion. Not for diagnosis, not for use by "
     "patients on their own, and not validated on clinical (non-dermoscopic) photographs."
@@ -33,7 +34,7 @@ def read_model(predictor: PredictorDep) -> ModelInfo:
             "triage_malignant": predictor.triage_at,
         },
         metrics=bundle.metrics,
-        intended_use=str(card.get("intended_use") or DEFAULT_INTENDED_USE),
+        intended_use=str(card.get("intended_use") or _(DEFAULT_INTENDED_USE)),
         card=card,
-        disclaimer=DISCLAIMER,
+        disclaimer=_(DISCLAIMER),
     )
