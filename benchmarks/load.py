@@ -55,6 +55,7 @@ def start_server(model: Path, data_dir: Path, threads: int) -> tuple[subprocess.
         "DERMALENS_MODEL": str(model),
         "DERMALENS_DATA_DIR": str(data_dir),
         "DERMALENS_THREADS": str(threads),
+        "DERMALENS_ANONYMOUS_RATE_LIMIT": "",  # every request comes from one address here
         "PYTHONPATH": str(ROOT / "src"),
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", "dermalens.serve.app:create_app"]

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import importlib
 import inspect
+import io
 import json
 import logging
 from pathlib import Path
@@ -65,6 +66,10 @@ TESTED = {
     "data check": {"--json"},
     "serve": {"--model", "--host", "--port"},
     "info": set(),
+    "user add": {"--role", "--password-stdin", "--password-env"},
+    "user disable": set(),
+    "user enable": set(),
+    "user list": set(),
 }
 
 
@@ -525,3 +530,58 @@ def test_info_model(monkeypatch, capsys):
     assert code == 0 and json.loads(out) == {"name": "x"}  # the training history is left out
     run(capsys, "info")
     assert [c["path"] for c in calls] == ["m", Path("bundled/default")]
+
+
+def test_user_flags(monkeypatch, capsys):
+    module = importlib.import_module("dermalens.serve.staff")
+    added = spy(monkeypatch, module, "add_user", {"username": "ada", "role": "admin"})
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long pass phrase\n"))
+    code, out, _ = run(capsys, "user", "add", "--role", "admin", "ada", "--password-stdin")
+    assert code == 0 and json.loads(out) == {"username": "ada", "role": "admin"}
+    monkeypatch.setenv("NEW_PW", "another pass phrase")
+    run(capsys, "user", "add", "bob", "--password-env", "NEW_PW")
+    monkeypatch.setattr(commands.getpass, "getpass", lambda prompt="": "typed pass phrase")
+    run(capsys, "user", "add", "cy")
+    assert [(c["username"], c["role"], c["password"]) for c in added] == [
+        ("ada", "admin", "a long pass phrase"),
+        ("bob", "clinician", "another pass phrase"),
+        ("cy", "clinician", "typed pass phrase"),
+    ]
+    states = spy(monkeypatch, module, "set_user_disabled", {})
+    run(capsys, "user", "disable", "bob")
+    run(capsys, "user", "enable", "bob")
+    assert [(c["username"], c["disabled"]) for c in states] == [("bob", True), ("bob", False)]
+    listed = spy(monkeypatch, module, "list_users", [])
+    assert run(capsys, "user", "list")[0] == 0 and len(listed) == 1
+
+
+def test_user_add_refuses_a_missing_password_source(monkeypatch, capsys):
+    module = importlib.import_module("dermalens.serve.staff")
+    added = spy(monkeypatch, module, "add_user", {})
+    monkeypatch.delenv("NO_SUCH_PW", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["user", "add", "ada", "--password-env", "NO_SUCH_PW"])
+    assert str(exit_.value) == "dermalens user add: $NO_SUCH_PW is unset or empty"
+    answers = iter(["first pass phrase", "other pass phrase"])
+    monkeypatch.setattr(commands.getpass, "getpass", lambda prompt="": next(answers))
+    with pytest.raises(SystemExit) as exit_:
+        main(["user", "add", "ada"])
+    assert "the two passwords differ; nothing was changed" in str(exit_.value)
+    assert added == []
+
+
+def test_user_add_writes_a_real_account(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DERMALENS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PW", "short")
+    code, _, err = run(capsys, "user", "add", "ada", "--password-env", "PW")
+    assert code == 2
+    assert err.strip() == "dermalens user: error: password is too short: at least 12 characters"
+    monkeypatch.setenv("PW", "a long enough pass phrase")
+    code, out, _ = run(capsys, "user", "add", "--role", "admin", "ada", "--password-env", "PW")
+    assert code == 0 and json.loads(out)["role"] == "admin"
+    code, _, err = run(capsys, "user", "add", "ada", "--password-env", "PW")
+    assert code == 2 and err.strip() == "dermalens user: error: user 'ada' already exists"
+    code, out, _ = run(capsys, "user", "disable", "ada")
+    assert code == 0 and json.loads(out)["disabled"] is True
+    code, _, err = run(capsys, "user", "enable", "nobody")
+    assert code == 2 and err.strip() == "dermalens user: error: no user 'nobody'"

@@ -183,7 +183,10 @@ def test_migrations_match_the_models_and_sqlite_uses_wal(tmp_path, database_url)
         if engine.dialect.name == "sqlite":
             assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert set(inspect(engine).get_table_names()) == {"alembic_version", "predictions", "feedback"}
+    assert set(inspect(engine).get_table_names()) == {
+        *("alembic_version", "predictions", "feedback", "patients", "lesions", "visits"),
+        *("staff", "api_tokens", "login_sessions", "audit_events"),
+    }
     engine.dispose()
 
 

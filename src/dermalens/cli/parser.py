@@ -21,6 +21,7 @@ dermalens calibrate MODEL DATA --split-file runs/x/split.csv
 dermalens ensemble MODEL MODEL... --out DIR [--data DATA --split-file runs/x/split.csv]
 dermalens data check DATA
 dermalens serve [--model M --host H --port P]
+dermalens user add --role admin NAME      # staff accounts; password from a prompt
 """
 EPILOG = "Decision support only, never a diagnosis."
 
@@ -227,7 +228,40 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="default $DERMALENS_PORT or 8000")
     s.set_defaults(func=commands.run_serve)
 
+    _user(sub)
+
     s = sub.add_parser("info", help="print a bundle's description")
     s.add_argument("model", nargs="?")
     s.set_defaults(func=commands.run_info)
     return p
+
+
+def _user(sub) -> None:
+    s = sub.add_parser(
+        "user",
+        help="staff accounts of the service (patient records)",
+        description="Staff accounts, in the service's database (DERMALENS_DATABASE_URL or "
+        "DERMALENS_DATA_DIR, as for `dermalens serve`). There is no default account: create "
+        "the first admin with `dermalens user add --role admin NAME`.",
+    )
+    user_sub = s.add_subparsers(dest="user_command", required=True)
+    c = user_sub.add_parser("add", help="create an account; the password is asked for")
+    c.add_argument("username")
+    c.add_argument("--role", choices=("clinician", "admin"), default="clinician")
+    source = c.add_mutually_exclusive_group()
+    source.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    source.add_argument(
+        "--password-env", metavar="VAR", help="read the password from environment variable VAR"
+    )
+    c.set_defaults(func=commands.run_user_add)
+    for name, text in (
+        ("disable", "disable an account: its sessions end and its tokens stop working"),
+        ("enable", "enable an account again (also lifts a lockout)"),
+    ):
+        c = user_sub.add_parser(name, help=text)
+        c.add_argument("username")
+        c.set_defaults(func=commands.run_user_state)
+    c = user_sub.add_parser("list", help="list the accounts")
+    c.set_defaults(func=commands.run_user_list)

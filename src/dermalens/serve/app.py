@@ -21,10 +21,12 @@ from dermalens import __version__
 from dermalens.bundle import DESCRIPTION, BundleError
 from dermalens.runtime.predictor import DISCLAIMER, Predictor
 from dermalens.serve import error_handlers, i18n
+from dermalens.serve.csrf import Csrf, load_secret
 from dermalens.serve.db import make_sessions, migrate, open_database
 from dermalens.serve.inference import RecentShifts
 from dermalens.serve.middleware import BodyLimit, SecurityHeaders
-from dermalens.serve.routes import api_router, health, page
+from dermalens.serve.ratelimit import RateLimits
+from dermalens.serve.routes import api_router, health, login, page
 from dermalens.serve.settings import Settings
 
 logger = logging.getLogger("dermalens.serve")
@@ -73,6 +75,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     migrate(engine)
     app.state.engine = engine
     app.state.sessions = make_sessions(engine)
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    app.state.csrf = Csrf(load_secret(secret, settings.data_dir), settings.cookie_secure)
     logger.info("serving %s", app.state.predictor.bundle.version)
     yield
     engine.dispose()
@@ -90,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None if _swagger_assets() else "/docs",
     )
     app.state.settings = settings
+    app.state.rate_limits = RateLimits(settings.rate_limit_storage)
     error_handlers.install(app)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_upload_bytes=settings.max_upload_bytes)
@@ -98,12 +103,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     app.include_router(api_router, prefix="/api/v1")
     app.include_router(health.router)
     app.include_router(page.router)
+    app.include_router(login.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if _swagger_assets():
         _offline_docs(app, _swagger_assets())

@@ -22,8 +22,15 @@ EXPORT_COLUMNS = [
 ]
 
 
-def add_prediction(session: Session, out: PredictionOut, image_file: str | None) -> None:
-    """Store a served prediction (the overlay excluded: it shows the patient's image)."""
+def add_prediction(
+    session: Session,
+    out: PredictionOut,
+    image_file: str | None,
+    lesion_id: str | None = None,
+    visit_id: str | None = None,
+) -> None:
+    """Store a served prediction (the overlay excluded: it shows the patient's image), filed
+    under a patient's lesion and visit when given."""
     record = PredictionRecord(
         id=out.id,
         created_at=out.created_at,
@@ -37,6 +44,8 @@ def add_prediction(session: Session, out: PredictionOut, image_file: str | None)
         site=out.patient.site,
         image_file=image_file,
         result=out.model_dump(mode="json", exclude={"heatmap"}),
+        lesion_id=lesion_id,
+        visit_id=visit_id,
     )
     session.add(record)
     session.commit()
@@ -82,7 +91,7 @@ def feedback_rows(session: Session) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(value: Any) -> Any:
+def spreadsheet_cell(value: Any) -> Any:
     # A free-text note starting with = + - @ would run as a formula in a spreadsheet.
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
         return "'" + value
@@ -93,5 +102,5 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()

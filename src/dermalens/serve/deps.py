@@ -1,5 +1,6 @@
 """Typed dependencies: settings, the loaded predictor, a database session, the API token,
-patient fields from the form, and a stored prediction looked up by id."""
+the signed-in staff account (and admin), the anonymous quick check's gate, patient fields
+from the form, and a stored prediction looked up by id."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from sqlalchemy.orm import Session
 
 from dermalens import patient
 from dermalens.runtime.predictor import Predictor
-from dermalens.serve import crud
+from dermalens.serve import audit, auth, crud, patient_crud
+from dermalens.serve.account_tables import StaffRecord
 from dermalens.serve.i18n import N_, _
 from dermalens.serve.inference import RecentShifts
+from dermalens.serve.ratelimit import client_address
 from dermalens.serve.schemas import Patient
 from dermalens.serve.settings import Settings
 from dermalens.serve.tables import PredictionRecord
@@ -43,6 +46,56 @@ PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 SessionDep = Annotated[Session, Depends(get_session)]
 RecentShiftsDep = Annotated[RecentShifts, Depends(get_recent_shifts)]
 bearer = HTTPBearer(auto_error=False, description="the server's DERMALENS_API_TOKEN")
+staff_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="StaffToken",
+    description="a staff API token (dlt_...), made on /account or POST /api/v1/me/tokens",
+)
+StaffCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(staff_bearer)]
+
+
+def current_staff(
+    request: Request, session: SessionDep, settings: SettingsDep, credentials: StaffCredentials
+) -> StaffRecord:
+    """The signed-in account (token or session); 401 / 403 with the reason otherwise."""
+    return auth.authenticate(request, session, settings, credentials)
+
+
+StaffDep = Annotated[StaffRecord, Depends(current_staff)]
+
+
+def current_admin(staff: StaffDep) -> StaffRecord:
+    return auth.require_admin(staff)
+
+
+AdminDep = Annotated[StaffRecord, Depends(current_admin)]
+
+
+def quick_check(
+    request: Request, session: SessionDep, settings: SettingsDep, credentials: StaffCredentials
+) -> None:
+    """Staff pass; anyone else only while the anonymous quick check is on, rate-limited."""
+    if auth.has_credentials(request, settings):
+        try:
+            auth.authenticate(request, session, settings, credentials)
+            return
+        except HTTPException:
+            if not settings.anonymous_predictions:
+                raise
+    if not settings.anonymous_predictions:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "the anonymous quick check is off on this server: log in at /login, or send "
+            "'Authorization: Bearer <token>' with a staff API token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    request.app.state.rate_limits.check(
+        settings.anonymous_rate_limit,
+        "predict",
+        client_address(request, settings.trusted_proxies),
+        "too many predictions from this address without an account (limit {rule}); "
+        "try again in {seconds} s",
+    )
 
 
 def require_token(
@@ -104,16 +157,28 @@ def patient_form(
     return Patient(age=age, sex=sex, site=site)
 
 
-def stored_prediction(prediction_id: str, session: SessionDep) -> PredictionRecord:
+def stored_prediction(
+    prediction_id: str,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: StaffCredentials,
+) -> PredictionRecord:
+    """A stored prediction; one filed under a patient needs an account and is audited."""
     record = crud.get_prediction(session, prediction_id)
     if record is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
             _("prediction %(id)s not found") % {"id": repr(prediction_id)},
         )
+    if record.lesion_id is not None:
+        staff = auth.authenticate(request, session, settings, credentials)
+        patient_id = patient_crud.patient_of_lesion(session, record.lesion_id)
+        audit.record(session, staff, request, "prediction", patient_id, record.id)
     return record
 
 
 PatientDep = Annotated[Patient, Depends(patient_form)]
 TokenDep = Depends(require_token)
+QuickCheckDep = Depends(quick_check)
 StoredPredictionDep = Annotated[PredictionRecord, Depends(stored_prediction)]

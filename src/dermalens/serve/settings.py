@@ -4,10 +4,12 @@ keyword arguments (`Settings(max_pixels=...)`, `dermalens.serve.run(..., max_pix
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
+import limits
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -54,12 +56,52 @@ class Settings(BaseSettings):
     report_font: Path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
     # the shift warning's batch test runs over this many latest requests (per process)
     shift_window: int = Field(50, ge=1, le=100_000)
+    # Access control (staff accounts, patient records; README "For a clinic").
+    anonymous_predictions: bool = True  # the quick check without an account (page and API)
+    # Per client address, `limits` notation ("120/minute", "1000 per day; 20/minute"); "" for
+    # none (e.g. for a load test from one address).
+    anonymous_rate_limit: str = "120/minute"
+    login_rate_limit: str = "10/minute"  # login attempts per client address
+    login_max_failures: int = Field(5, ge=1)  # failed logins in a row before a lockout
+    login_lockout_minutes: float = Field(15, gt=0)
+    password_min_length: int = Field(12, ge=8)
+    session_hours: float = Field(12, gt=0)  # a login lasts at most this long
+    session_idle_minutes: float = Field(30, gt=0)  # and ends after this long unused
+    cookie_secure: bool = False  # Secure cookies (and the __Host- prefix): set behind HTTPS
+    secret_key: SecretStr | None = None  # signs CSRF tokens; unset: data_dir/secret_key
+    # Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated); empty:
+    # the client address is the TCP peer and the header is ignored.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    rate_limit_storage: str = "memory://"  # `limits` storage URI, e.g. redis://host:6379
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("anonymous_rate_limit", "login_rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        if not value.strip():
+            return ""
+        try:
+            limits.parse_many(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate limit; write e.g. '10/minute' or '100 per hour'"
+            ) from None
         return value
 
     @field_validator("maps_url")

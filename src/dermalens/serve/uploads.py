@@ -114,3 +114,20 @@ def keep(data: bytes, folder: Path, max_pixels: int) -> str:
     with os.fdopen(fd, "wb") as fh:
         bare.save(fh, format="JPEG", quality=95)
     return name
+
+
+KEPT_NAME = re.compile(r"[0-9a-f]{32}\.jpg")  # what `keep` writes; nothing else is touched
+
+
+def kept_path(folder: Path, name: str | None) -> Path | None:
+    """The kept image's path, or None when there is none (or the name is not one of ours)."""
+    if not name or not KEPT_NAME.fullmatch(name) or not (folder / name).is_file():
+        return None
+    return folder / name
+
+
+def remove(folder: Path, names: list[str]) -> None:
+    """Delete kept images (after the database rows that named them are gone)."""
+    for name in names:
+        if KEPT_NAME.fullmatch(name):
+            (folder / name).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from dermalens.serve import account_tables  # noqa: F401  (registers its tables in Base.metadata)
 from dermalens.serve.db import open_database
 from dermalens.serve.settings import Settings
 from dermalens.serve.tables import Base

@@ -2,10 +2,27 @@
 
 from fastapi import APIRouter
 
-from dermalens.serve.routes import documents, feedback, model, predictions
+from dermalens.serve.routes import (
+    audit_log,
+    documents,
+    feedback,
+    lesion_images,
+    lesions,
+    me,
+    model,
+    patients,
+    predictions,
+    visits,
+)
 
 api_router = APIRouter()
 api_router.include_router(predictions.router)
 api_router.include_router(documents.router)
 api_router.include_router(feedback.router)
 api_router.include_router(model.router)
+api_router.include_router(patients.router)
+api_router.include_router(lesions.router)
+api_router.include_router(lesion_images.router)
+api_router.include_router(visits.router)
+api_router.include_router(me.router)
+api_router.include_router(audit_log.router)

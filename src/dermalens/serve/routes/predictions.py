@@ -21,6 +21,7 @@ from dermalens.serve import crud, inference, uploads
 from dermalens.serve.deps import (
     PatientDep,
     PredictorDep,
+    QuickCheckDep,
     RecentShiftsDep,
     SessionDep,
     SettingsDep,
@@ -41,7 +42,16 @@ ERRORS = {
 }
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[QuickCheckDep],
+    responses={
+        **ERRORS,
+        401: {"description": "the anonymous quick check is off and no account was given"},
+        429: {"description": "over the anonymous rate limit (DERMALENS_ANONYMOUS_RATE_LIMIT)"},
+    },
+)
 def create_prediction(
     file: Annotated[UploadFile, File(description="the lesion image (JPEG, PNG, WebP, ...)")],
     patient: PatientDep,

@@ -1,0 +1,179 @@
+"""The staff pages: log in, log out, and the account page that makes API tokens.
+
+Every form carries a CSRF token (signed double-submit, `serve.csrf`); logins are rate-limited
+per client address and lock the account after repeated failures (`serve.accounts`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from dermalens.serve import accounts, audit, auth
+from dermalens.serve.account_tables import StaffRecord
+from dermalens.serve.deps import SessionDep, SettingsDep
+from dermalens.serve.ratelimit import client_address
+from dermalens.serve.settings import Settings
+
+router = APIRouter(include_in_schema=False)
+TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
+CSP = (
+    "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+FORM_EXPIRED = "The form expired or came from another site; reload the page and try again."
+WRONG = "Wrong user name or password."
+DISABLED = "This account is disabled; ask an administrator."
+LOCKED = "Too many failed logins: this account is locked until {until} UTC."
+Text = Annotated[str, Form(max_length=1024)]
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+    csrf = request.app.state.csrf
+    token, new_cookie = csrf.token(request)
+    response = TEMPLATES.TemplateResponse(
+        request,
+        name,
+        {"csrf_token": token, "staff": None, **context},
+        status_code=status_code,
+        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"},
+    )
+    csrf.set_cookie(response, new_cookie)
+    return response
+
+
+def safe_next(target: str) -> str:
+    # Only a path on this site: "//host" or "/\\host" would leave it.
+    return target if target.startswith("/") and not target.startswith(("//", "/\\")) else "/"
+
+
+def signed_in(request: Request, session, settings: Settings) -> StaffRecord | None:
+    try:
+        return auth.authenticate(request, session, settings, None, csrf_header=False)
+    except HTTPException:
+        return None
+
+
+def login_page(request: Request, settings: Settings, status_code: int = 200, **context):
+    context = {"next": "/account", "username": "", "error": None, **context}
+    anonymous = settings.anonymous_predictions
+    return render(request, "login.html", status_code, anonymous=anonymous, **context)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, settings: SettingsDep, next: str = "/account") -> Response:
+    """The staff login form."""
+    return login_page(request, settings, next=safe_next(next))
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    username: Annotated[str, Form(max_length=64)] = "",
+    password: Text = "",
+    csrf_token: Text = "",
+    next: Text = "/account",
+) -> Response:
+    """Check the password; on success start a session and go to `next`."""
+    again = {"next": safe_next(next), "username": username}
+    if not request.app.state.csrf.valid(request, csrf_token):
+        return login_page(request, settings, 403, error=FORM_EXPIRED, **again)
+    try:
+        request.app.state.rate_limits.check(
+            settings.login_rate_limit,
+            "login",
+            client_address(request, settings.trusted_proxies),
+            "Too many login attempts from this address; try again in {seconds} s.",
+        )
+    except HTTPException as exc:
+        page = login_page(request, settings, 429, error=exc.detail, **again)
+        page.headers.update(exc.headers or {})
+        return page
+    result = accounts.log_in(session, username, password, auth.policy(settings))
+    if result.staff is None:
+        audit.record(session, None, request, "account", action=result.reason, username=username)
+        if result.reason == "locked":
+            until = result.locked_until.strftime("%Y-%m-%d %H:%M")
+            return login_page(request, settings, 403, error=LOCKED.format(until=until), **again)
+        if result.reason == "disabled":
+            return login_page(request, settings, 403, error=DISABLED, **again)
+        return login_page(request, settings, 401, error=WRONG, **again)
+    cookie = accounts.start_session(session, result.staff, timedelta(hours=settings.session_hours))
+    audit.record(session, result.staff, request, "account", action="login")
+    response = RedirectResponse(again["next"], status_code=status.HTTP_303_SEE_OTHER)
+    response.set_cookie(
+        auth.session_cookie(settings),
+        cookie,
+        max_age=int(settings.session_hours * 3600),
+        httponly=True,
+        samesite="lax",  # sent when following a link here, never on cross-site posts
+        secure=settings.cookie_secure,
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request, session: SessionDep, settings: SettingsDep, csrf_token: Text = ""
+) -> Response:
+    """End the session."""
+    if not request.app.state.csrf.valid(request, csrf_token):
+        return login_page(request, settings, 403, error=FORM_EXPIRED)
+    staff = signed_in(request, session, settings)
+    cookie = request.cookies.get(auth.session_cookie(settings))
+    if cookie:
+        accounts.end_session(session, cookie)
+    if staff is not None:
+        audit.record(session, staff, request, "account", action="logout")
+    response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
+    response.delete_cookie(auth.session_cookie(settings), secure=settings.cookie_secure)
+    return response
+
+
+def account_page(request, session, staff: StaffRecord, **context) -> Response:
+    tokens = accounts.tokens_of(session, staff)
+    return render(request, "account.html", staff=staff, tokens=tokens, **context)
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """Who is signed in, their API tokens, a form for a new one."""
+    staff = signed_in(request, session, settings)
+    if staff is None:
+        return RedirectResponse("/login?next=/account", status_code=status.HTTP_303_SEE_OTHER)
+    return account_page(request, session, staff)
+
+
+@router.post("/account/tokens", response_class=HTMLResponse)
+def make_token(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    name: Annotated[str, Form(max_length=100)] = "",
+    csrf_token: Text = "",
+) -> Response:
+    """Make an API token and show it once."""
+    staff = signed_in(request, session, settings)
+    if staff is None:
+        return RedirectResponse("/login?next=/account", status_code=status.HTTP_303_SEE_OTHER)
+    if not request.app.state.csrf.valid(request, csrf_token):
+        return render(
+            request,
+            "login.html",
+            403,
+            error=FORM_EXPIRED,
+            next="/account",
+            username=staff.username,
+            anonymous=settings.anonymous_predictions,
+        )
+    record, secret = accounts.new_token(session, staff, name.strip() or "unnamed")
+    audit.record(session, staff, request, "token", resource_id=str(record.id))
+    shown = {"name": record.name, "secret": secret}
+    return account_page(request, session, staff, new_token=shown)

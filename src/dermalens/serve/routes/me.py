@@ -1,0 +1,47 @@
+"""The signed-in account: who am I, and personal API tokens (each shown once)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+
+from dermalens.serve import accounts, audit
+from dermalens.serve.account_schemas import StaffOut, TokenCreated, TokenIn, TokenOut
+from dermalens.serve.clinic_deps import AUTH_ERRORS
+from dermalens.serve.deps import SessionDep, StaffDep
+
+router = APIRouter(prefix="/me", tags=["accounts"], responses=AUTH_ERRORS)
+
+
+@router.get("")
+def read_me(staff: StaffDep) -> StaffOut:
+    """The account making the request."""
+    return StaffOut.model_validate(staff)
+
+
+@router.get("/tokens")
+def list_tokens(staff: StaffDep, session: SessionDep) -> list[TokenOut]:
+    """Your API tokens (never their secrets), revoked ones included."""
+    return [TokenOut.model_validate(t) for t in accounts.tokens_of(session, staff)]
+
+
+@router.post("/tokens", status_code=status.HTTP_201_CREATED)
+def create_token(
+    body: TokenIn, staff: StaffDep, session: SessionDep, request: Request
+) -> TokenCreated:
+    """A new bearer token for scripts: `token` is shown in this answer only."""
+    record, secret = accounts.new_token(session, staff, body.name)
+    audit.record(session, staff, request, "token", resource_id=str(record.id))
+    return TokenCreated(**TokenOut.model_validate(record).model_dump(), token=secret)
+
+
+@router.delete(
+    "/tokens/{token_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "not one of your tokens"}},
+)
+def revoke_token(token_id: int, staff: StaffDep, session: SessionDep, request: Request) -> Response:
+    """Revoke one of your tokens; it stops working at once."""
+    if accounts.revoke_token(session, staff, token_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"token {token_id} not found")
+    audit.record(session, staff, request, "token", resource_id=str(token_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
