@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dermalens.cli import commands, main
+from dermalens.cli import commands, main, user_commands
 from dermalens.cli.parser import parser
 from dermalens.imageio import iter_images
 from dermalens.runtime.archive import ArchiveSummary
@@ -540,7 +540,7 @@ def test_user_flags(monkeypatch, capsys):
     assert code == 0 and json.loads(out) == {"username": "ada", "role": "admin"}
     monkeypatch.setenv("NEW_PW", "another pass phrase")
     run(capsys, "user", "add", "bob", "--password-env", "NEW_PW")
-    monkeypatch.setattr(commands.getpass, "getpass", lambda prompt="": "typed pass phrase")
+    monkeypatch.setattr(user_commands.getpass, "getpass", lambda prompt="": "typed pass phrase")
     run(capsys, "user", "add", "cy")
     assert [(c["username"], c["role"], c["password"]) for c in added] == [
         ("ada", "admin", "a long pass phrase"),
@@ -563,7 +563,7 @@ def test_user_add_refuses_a_missing_password_source(monkeypatch, capsys):
         main(["user", "add", "ada", "--password-env", "NO_SUCH_PW"])
     assert str(exit_.value) == "dermalens user add: $NO_SUCH_PW is unset or empty"
     answers = iter(["first pass phrase", "other pass phrase"])
-    monkeypatch.setattr(commands.getpass, "getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr(user_commands.getpass, "getpass", lambda prompt="": next(answers))
     with pytest.raises(SystemExit) as exit_:
         main(["user", "add", "ada"])
     assert "the two passwords differ; nothing was changed" in str(exit_.value)

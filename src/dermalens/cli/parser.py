@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dermalens.cli import commands
+from dermalens.cli import commands, user_commands
 from dermalens.export.variants import BUILT
 from dermalens.runtime.selection import PRECISIONS
 
@@ -255,13 +255,13 @@ def _user(sub) -> None:
     source.add_argument(
         "--password-env", metavar="VAR", help="read the password from environment variable VAR"
     )
-    c.set_defaults(func=commands.run_user_add)
+    c.set_defaults(func=user_commands.run_user_add)
     for name, text in (
         ("disable", "disable an account: its sessions end and its tokens stop working"),
         ("enable", "enable an account again (also lifts a lockout)"),
     ):
         c = user_sub.add_parser(name, help=text)
         c.add_argument("username")
-        c.set_defaults(func=commands.run_user_state)
+        c.set_defaults(func=user_commands.run_user_state)
     c = user_sub.add_parser("list", help="list the accounts")
-    c.set_defaults(func=commands.run_user_list)
+    c.set_defaults(func=user_commands.run_user_list)
