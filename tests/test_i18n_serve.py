@@ -212,3 +212,23 @@ def test_shift_words_and_the_model_card(client):
     with i18n.use("de"):  # a bundle's own card text stays as written; the default is ours
         assert i18n._(DEFAULT_INTENDED_USE).startswith("Entscheidungshilfe für Ärztinnen")
     assert client.get("/api/v1/model").json()["disclaimer"] == DISCLAIMER
+
+
+@pytest.mark.parametrize("lang", ["pt", "es", "fr", "de"])
+def test_no_english_sentence_is_left_on_the_page(client, lang):
+    """Every catalogue sentence the page shows (its script's included) is in `lang`."""
+    from babel.messages.pofile import read_po
+
+    with (i18n.LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po").open("rb") as fh:
+        catalogue = read_po(fh)
+    english = [
+        m.id
+        for m in catalogue
+        if isinstance(m.id, str) and len(m.id) > 24 and m.string != m.id and "%" not in m.id
+    ]
+    page = client.get("/", headers={"Accept-Language": lang}).text  # no cookie: others rely on it
+    unescaped = json.dumps(strings(page), ensure_ascii=False) + page.replace("&#39;", "'")
+    assert [sentence for sentence in english if sentence in unescaped] == []
+    english_page = client.get("/").text.replace("&#39;", "'")
+    assert sum(sentence in english_page for sentence in english) >= 20  # the check has teeth
+    assert f'<html lang="{lang}">' in page
