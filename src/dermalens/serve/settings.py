@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     precision: str = Field("auto", pattern="^(auto|fp32)$")
     tta: bool = False  # average over flips and a 180-degree turn (4x the inference time)
     display_width: int = Field(480, ge=64, le=2048)  # width of the heatmap overlay PNG
+    # change between visits: "any" (any two photographs) or "same" (same device and zoom);
+    # see runtime.change.PRESETS and benchmarks/RESULTS.md ("Change score")
+    change_framing: str = Field("any", pattern="^(any|same)$")
     # TrueType font of the PDF reports (Debian's fonts-dejavu-core); a -Bold file beside it
     # is used for headings when present
     report_font: Path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
