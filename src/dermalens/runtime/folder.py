@@ -30,6 +30,7 @@ from dermalens.preprocess import Preprocessing, channel_planes, resize
 from dermalens.runtime.engines import cores
 from dermalens.runtime.ood import PIXEL_STATS, pixel_stats
 from dermalens.runtime.predictor import Prediction, Predictor
+from dermalens.runtime.router import Router, summarise
 
 _DONE = object()  # end-of-stream marker on the queue
 
@@ -93,7 +94,7 @@ def _errors(jobs: list[Future]) -> list[str]:
 
 
 def predict_folder(
-    predictor: Predictor,
+    predictor: Predictor | Router,
     paths: Sequence[str | Path],
     batch_size: int = 32,
     workers: int = 0,
@@ -108,9 +109,11 @@ def predict_folder(
 
     `workers` decoder threads (0: one per core), at most `prefetch` decoded batches
     waiting. Metadata is not used (unknown for every image); TTA follows `predictor.tta`.
+    A `Router` puts its scope gate in front (images decoded for its feature model; one
+    routed to another model is decoded again for it).
     """
     files = find_images(list(paths))
-    pre = predictor.pre
+    pre = predictor.pre  # a Router's is its feature model's
     jobs: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
@@ -132,7 +135,7 @@ def predict_folder(
 
 
 def _predict_chunk(
-    predictor: Predictor,
+    predictor: Predictor | Router,
     chunk: list[Path],
     array: np.ndarray,
     stats: np.ndarray,
@@ -144,26 +147,20 @@ def _predict_chunk(
     if ok:
         whole = len(ok) == len(chunk)
         batch = array if whole else array[ok]
-        logits, fmap = predictor.forward(batch)  # metadata unknown: the engine fills it in
-        probs = predictor.calibrated(logits)
-        pixels = stats if whole else stats[ok]
-        ood = predictor.ood_check(batch, fmap, pixels)
-        shift = predictor.shift_check(batch, None if ood is None else ood[0], pixels)
-        for j, i in enumerate(ok):
-            results[i] = predictor.result(
-                probs[j],
-                top_k,
-                str(chunk[i]),
-                ood_score=None if ood is None else float(ood[0][j]),
-                not_skin_reason="" if ood is None else ood[2][j],
-                shift=None if shift is None else shift[j],
+        if isinstance(predictor, Router):
+            routed = predictor.predict_batch(
+                [chunk[i] for i in ok], batch, stats if whole else stats[ok], top_k
             )
-            results[i].tta = bool(predictor.tta)
+            results = dict(zip(ok, routed))
+        else:
+            results = _model_results(
+                predictor, chunk, ok, batch, stats if whole else stats[ok], top_k
+            )
     for i, path in enumerate(chunk):
         yield FolderItem(path, results.get(i), errors[i])
 
 
-def folder_summary(predictor: Predictor, items: Sequence[FolderItem]) -> dict:
+def folder_summary(predictor: Predictor | Router, items: Sequence[FolderItem]) -> dict:
     """Counts over a run's items, and the shift warning taken over the whole batch.
 
     `shift` is None when the bundle has no shift warning; else `ShiftMonitor.batch_warning`
@@ -171,6 +168,8 @@ def folder_summary(predictor: Predictor, items: Sequence[FolderItem]) -> dict:
     share is clearly above the validation images' (the batch then differs as a whole,
     even when few images do on their own)."""
     done = [item.prediction for item in items if item.prediction is not None]
+    if isinstance(predictor, Router):  # the shift warning is the feature (default) model's
+        predictor = predictor.feature
     shift = None
     if predictor.shift is not None:
         flags = np.array([bool(p.shift and p.shift.flagged) for p in done], bool)
@@ -180,8 +179,32 @@ def folder_summary(predictor: Predictor, items: Sequence[FolderItem]) -> dict:
         "failed": len(items) - len(done),
         "not_skin": sum(p.not_skin for p in done),
         "uncertain": sum(p.uncertain and not p.not_skin for p in done),
+        # the scope gate's answers: statuses, and which model answered (runtime.router)
+        "out_of_scope": sum(p.status == "out_of_scope" for p in done),
+        "answered_by": {
+            k[12:]: n for k, n in summarise(done).items() if k.startswith("answered by")
+        },
         "shift": shift,
     }
+
+
+def _model_results(predictor: Predictor, chunk, ok, batch, stats, top_k) -> dict[int, Prediction]:
+    logits, fmap = predictor.forward(batch)  # metadata unknown: the engine fills it in
+    probs = predictor.calibrated(logits)
+    ood = predictor.ood_check(batch, fmap, stats)
+    shift = predictor.shift_check(batch, None if ood is None else ood[0], stats)
+    results = {}
+    for j, i in enumerate(ok):
+        results[i] = predictor.result(
+            probs[j],
+            top_k,
+            str(chunk[i]),
+            ood_score=None if ood is None else float(ood[0][j]),
+            not_skin_reason="" if ood is None else ood[2][j],
+            shift=None if shift is None else shift[j],
+        )
+        results[i].tta = bool(predictor.tta)
+    return results
 
 
 def normalise_into(image: Image.Image, pre: Preprocessing, out: np.ndarray) -> np.ndarray:

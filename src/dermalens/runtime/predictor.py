@@ -38,6 +38,7 @@ from dermalens.runtime.calibration import Calibration, tta_views
 from dermalens.runtime.engines import Engine
 from dermalens.runtime.explain import cam_grid, upsample
 from dermalens.runtime.ood import OodDetector, load_ood, pixel_stats, pooled
+from dermalens.runtime.scope import Scope
 from dermalens.runtime.selection import make_engine
 from dermalens.runtime.shift import ShiftFlag, ShiftMonitor, acquisition_stats
 from dermalens.wording import N_
@@ -79,7 +80,7 @@ class Prediction:
     # the answer first, then the runners-up, ranked by the decision rule (see
     # `Predictor.decide`); each with its calibrated probability, which need not fall
     top: list[ClassScore]
-    malignant_probability: float
+    malignant_probability: float | None  # None when no model answered (out of scope)
     triage: str  # "malignant" | "benign" | "uncertain" | "not_skin" | "unavailable"
     triage_rule: str
     uncertain: bool
@@ -96,10 +97,14 @@ class Prediction:
     tta: bool = False  # probabilities averaged over flips and a 180-degree rotation
     # unlike the validation images (acquisition shift); None: the bundle has no shift warning
     shift: ShiftFlag | None = None
+    # "ok" (a definite answer), "uncertain", "not_skin" or "out_of_scope" (no installed model
+    # is made for this image: no classes, no triage); see `runtime.router`
+    status: str = "ok"
+    scope: Scope | None = None  # the scope gate's decision, which model answered and why
 
     @property
     def label(self) -> str:
-        return self.top[0].code
+        return self.top[0].code if self.top else ""
 
     def to_dict(self, heatmap: bool = False) -> dict[str, Any]:
         out = asdict(self)
@@ -230,9 +235,26 @@ class Predictor:
         t0 = time.perf_counter()
         x = self.prepare(source)[None]
         meta = self.meta_vector(age, sex, site)
-        tta = self.tta if tta is None else tta
+        name = str(source) if isinstance(source, str | Path) else ""
+        return self.predict_input(x, meta, top_k, explain, tta, name, started=t0)
+
+    def predict_input(
+        self,
+        x: np.ndarray,
+        meta: np.ndarray | None,
+        top_k: int = 3,
+        explain: bool = False,
+        tta: bool | None = None,
+        source: str = "",
+        forwarded: tuple[np.ndarray, np.ndarray] | None = None,
+        started: float | None = None,
+    ) -> Prediction:
+        """`predict` on one preprocessed image (1 x 3 x H x W); `forwarded`: this image's
+        `forward` output when already computed (the router's gate needs it first)."""
         t1 = time.perf_counter()
-        logits, fmap = self.forward(x, meta, tta)
+        t0 = t1 if started is None else started
+        tta = self.tta if tta is None else tta
+        logits, fmap = forwarded if forwarded is not None else self.forward(x, meta, tta)
         probs = self.calibrated(logits)[0]
         pixels = None if self.ood is None else pixel_stats(x, self.pre)
         ood = self.ood_check(x, fmap, pixels)
@@ -246,7 +268,7 @@ class Predictor:
         result = self.result(
             probs,
             top_k,
-            str(source) if isinstance(source, str | Path) else "",
+            source,
             ood_score=None if ood is None else float(ood[0][0]),
             not_skin_reason="" if ood is None else ood[2][0],
             shift=None if shift is None else shift[0],
@@ -311,6 +333,7 @@ class Predictor:
             not_skin=not_skin,
             not_skin_reason=not_skin_reason,
             shift=shift,
+            status="not_skin" if not_skin else "uncertain" if uncertain else "ok",
         )
 
     def no_triage_rule(self, shown: int = 5) -> str:

@@ -1,0 +1,296 @@
+"""Fitting the scope gate (`runtime.scope`) on data licensed for training, thresholds on validation.
+
+    python -m dermalens.evaluation.scope_fit [--out src/dermalens/bundled/gate] [--cache DIR]
+
+Dermoscopic against clinical: a logistic regression on the feature model's pooled
+features and `scope_stats`, fitted on the HAM10000 training part (dermoscopic, split
+`benchmarks/splits/ham10000-seed0.csv`) against the PAD-UFES-20 training part (clinical,
+patient-grouped split `benchmarks/splits/pad-ufes-20-seed0.csv`, `grouped_split` seed 0),
+C chosen on the validation parts; `dermoscopic_at` is the quantile of HAM10000 validation
+probabilities that keeps `Targets.max_ham_away` of them from being routed away.
+The lesion score's bank is the PAD-UFES-20 training part; its threshold is the quantile of
+the held-out lesion scores (validation images, and training images scored without any image
+of their own patient) that turns away `max_pad_away` of them. The colour judge's bank is
+both kinds' training images. Synthetic photos made from PAD-UFES-20 training images
+(`synthetic_other_skin`: mosaics of many lesions, a lesion far away on a wide field of skin,
+lesion-free skin, drawn rashes and hair) and the probe images are scored in the report;
+no real photo of a rash, nail or hair is used (none is licensed for training), and DermNet
+NZ plays no part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFilter
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from tqdm import tqdm
+
+from dermalens.bundle import load_bundle
+from dermalens.data.loaders import load_dataset
+from dermalens.data.splits import grouped_split, load_split, save_split
+from dermalens.evaluation.ood_fit import balanced_sample, probe_images
+from dermalens.files import atomic_write_text, now, sha256
+from dermalens.imageio import ImageError, load_image
+from dermalens.runtime.ood import knn_distance, pixel_stats, pooled, unit_rows
+from dermalens.runtime.predictor import Predictor
+from dermalens.runtime.scope import (
+    GATE_DIR,
+    GATE_JSON,
+    GATE_NPZ,
+    Gate,
+    GateFit,
+    scope_stats,
+    thumbnails,
+)
+
+HAM, PAD = Path("../shared/data/ham10000"), Path("../shared/data/pad-ufes-20")
+HAM_SPLIT = Path("benchmarks/splits/ham10000-seed0.csv")
+PAD_SPLIT = Path("benchmarks/splits/pad-ufes-20-seed0.csv")
+
+
+@dataclass
+class Targets:
+    max_ham_away: float = 0.003  # HAM10000 validation images routed away from dermoscopy
+    max_pad_away: float = 0.015  # PAD-UFES-20 held-out lesions called "not a lesion close-up"
+    max_colour_away: float = 0.002  # skin validation images called "not skin" by colour
+    k: int = 5  # which nearest neighbour's distance is a score (the PAD bank is small)
+    colour_fit_images: int = 1000  # HAM10000 training images in the colour bank (balanced)
+    seed: int = 0
+
+
+def extract(
+    predictor: Predictor, sources: Sequence, batch_size: int = 32, progress: bool = True
+) -> dict[str, np.ndarray]:
+    """Image-only outputs per source (a path or an array): pooled features, `pixel_stats`,
+    calibrated probabilities and `thumbnails`; `ok` False where an image cannot be read."""
+    n = len(sources)
+    out: dict[str, np.ndarray] = {"ok": np.zeros(n, bool)}
+    for start in tqdm(range(0, n, batch_size), disable=not progress, desc="features"):
+        chunk, index = [], []
+        for i in range(start, min(n, start + batch_size)):
+            try:
+                chunk.append(predictor.prepare(sources[i]))
+                index.append(i)
+            except ImageError:
+                continue
+        if not chunk:
+            continue
+        batch = np.stack(chunk)
+        logits, fmap = predictor.forward(batch, None, tta=False)
+        parts = {
+            "features": pooled(fmap).astype(np.float16),
+            "pixels": pixel_stats(batch, predictor.pre),
+            "probs": predictor.calibrated(logits).astype(np.float32),
+            "thumbs": thumbnails(batch, predictor.pre),
+        }
+        for key, value in parts.items():
+            if key not in out:
+                fill = 0 if value.dtype == np.uint8 else np.nan
+                out[key] = np.full((n, *value.shape[1:]), fill, value.dtype)
+            out[key][index] = value
+        out["ok"][index] = True
+    return out
+
+
+def cached(
+    predictor: Predictor, paths: Sequence[Path], cache: Path | None, tag: str
+) -> dict[str, np.ndarray]:
+    """`extract` over image files, kept in `cache/<tag>.npz` keyed by file name."""
+    names = [p.name for p in paths]
+    file = cache / f"{tag}.npz" if cache else None
+    if file is not None and file.is_file():
+        with np.load(file) as npz:
+            stored = {k: npz[k] for k in npz.files}
+        where = {Path(str(n)).name: i for i, n in enumerate(stored.pop("names"))}
+        if all(n in where for n in names):
+            rows = [where[n] for n in names]
+            return {k: v[rows] for k, v in stored.items()}
+    arrays = extract(predictor, list(paths))
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(file, names=np.asarray(names), **arrays)
+    return arrays
+
+
+def pad_split(path: Path = PAD_SPLIT) -> pd.DataFrame:
+    """PAD-UFES-20's patient-grouped split (seed 0), saved once so others can reuse it."""
+    dataset = load_dataset(PAD)
+    if path.is_file():
+        return load_split(dataset, path)
+    table = grouped_split(dataset, seed=0)
+    save_split(table, path)
+    return table
+
+
+def synthetic_other_skin(paths: Sequence[Path], per_kind: int = 30, seed: int = 0):
+    """Photos of skin that are not a lesion close-up, made from lesion photos: name -> RGB."""
+    rng = np.random.default_rng(seed)
+    images = [load_image(p).convert("RGB").resize((300, 300)) for p in paths]
+    out = {}
+    for i in range(per_kind):
+        pick = [images[j] for j in rng.choice(len(images), 16, replace=False)]
+        mosaic = Image.new("RGB", (300, 300))
+        for j, im in enumerate(pick):
+            mosaic.paste(im.resize((75, 75)), (75 * (j % 4), 75 * (j // 4)))
+        out[f"mosaic {i}"] = mosaic
+        base = pick[0]
+        skin = base.crop((0, 0, 60, 60)).resize((300, 300)).filter(ImageFilter.GaussianBlur(6))
+        out[f"skin patch {i}"] = skin
+        far = skin.copy()
+        far.paste(pick[1].resize((50, 50)), tuple(int(v) for v in rng.integers(20, 230, 2)))
+        out[f"lesion far away {i}"] = far
+        rash, hair = skin.copy(), skin.copy()
+        draw = ImageDraw.Draw(rash)
+        for _ in range(int(rng.integers(30, 90))):
+            x, y, r = (*rng.integers(0, 300, 2), int(rng.integers(3, 14)))
+            red = tuple(int(v) for v in (rng.integers(150, 230), rng.integers(40, 110), 70))
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=red)
+        out[f"drawn rash {i}"] = rash.filter(ImageFilter.GaussianBlur(1.5))
+        draw = ImageDraw.Draw(hair)
+        for _ in range(120):
+            x, y = rng.integers(0, 300, 2)
+            dx, dy = rng.integers(-60, 60, 2)
+            draw.line((x, y, x + dx, y + dy), fill=(40, 28, 20), width=2)
+        out[f"hair {i}"] = hair
+    return {name: np.asarray(im) for name, im in out.items()}
+
+
+def _loo_knn(x: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
+    """k-NN cosine distance of each unit row to the others, leaving out its own group."""
+    sims = x @ x.T
+    sims[groups[:, None] == groups[None, :]] = -np.inf
+    return 1.0 - np.sort(sims, axis=1)[:, -k]
+
+
+def fit_kind(x_train, y_train, x_val, y_val, seed: int = 0):
+    """Logistic regression dermoscopic (1) against clinical (0), C chosen on validation."""
+    mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    best = None
+    for c in (0.001, 0.01, 0.1):
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000, random_state=seed)
+        model.fit((x_train - mean) / scale, y_train)
+        loss = log_loss(y_val, model.predict_proba((x_val - mean) / scale)[:, 1], labels=[0, 1])
+        if best is None or loss < best[0]:
+            best = (loss, c, model)
+    loss, c, model = best
+    return mean, scale, model.coef_[0].astype(np.float32), float(model.intercept_[0]), c, loss
+
+
+def fit_gate(ham: dict, pad: dict, ham_split, pad_split, targets: Targets):
+    """GateFit and its report from cached arrays of HAM10000 and PAD-UFES-20 (all rows)."""
+
+    def part(arrays, split, name):
+        keep = (split == name) & arrays["ok"]
+        feats = arrays["features"][keep].astype(np.float32)
+        return feats, scope_stats(arrays["thumbs"][keep]), arrays["pixels"][keep], keep
+
+    h_tr, h_va, p_tr, p_va = (
+        part(ham, ham_split["split"].to_numpy(), "train"),
+        part(ham, ham_split["split"].to_numpy(), "val"),
+        part(pad, pad_split["split"].to_numpy(), "train"),
+        part(pad, pad_split["split"].to_numpy(), "val"),
+    )
+    x_tr = np.concatenate([np.hstack(h_tr[:2]), np.hstack(p_tr[:2])])
+    y_tr = np.r_[np.ones(len(h_tr[0])), np.zeros(len(p_tr[0]))]
+    x_va = np.concatenate([np.hstack(h_va[:2]), np.hstack(p_va[:2])])
+    y_va = np.r_[np.ones(len(h_va[0])), np.zeros(len(p_va[0]))]
+    mean, scale, coef, intercept, c, loss = fit_kind(x_tr, y_tr, x_va, y_va, targets.seed)
+    p_val = 1 / (1 + np.exp(-(((x_va - mean) / scale) @ coef + intercept)))
+    dermoscopic_at = float(np.quantile(p_val[y_va == 1], targets.max_ham_away))
+    # lesion score: PAD training bank, scale = median leave-one-patient-out distance
+    bank = unit_rows(p_tr[0])
+    groups = pad_split["patient_id"].to_numpy()[p_tr[3]]
+    loo = _loo_knn(bank, groups, targets.k)
+    lesion_scale = float(np.median(loo))
+    held = np.r_[loo, knn_distance(unit_rows(p_va[0]), bank, targets.k)] / lesion_scale
+    lesion_above = float(np.quantile(held, 1 - targets.max_pad_away))
+    # colour: a balanced HAM10000 training sample and all PAD training images
+    ham_rows = balanced_sample(ham_split[ham_split["split"] == "train"], targets.colour_fit_images)
+    ham_pos = ham_split.index.get_indexer(ham_rows.index)
+    colours = unit_rows(np.r_[ham["pixels"][ham_pos, 3:], p_tr[2][:, 3:]])
+    colour_scale = float(np.median(knn_distance(colours, colours, targets.k, skip_self=True)))
+    val_colours = unit_rows(np.r_[h_va[2][:, 3:], p_va[2][:, 3:]])
+    colour_val = knn_distance(val_colours, colours, targets.k) / colour_scale
+    colour_above = float(np.quantile(colour_val, 1 - targets.max_colour_away))
+    fit = GateFit(
+        mean.astype(np.float32), scale.astype(np.float32), coef, intercept, dermoscopic_at,
+        bank.astype(np.float16), targets.k, lesion_scale, lesion_above,
+        colours.astype(np.float16), colour_scale, colour_above,
+    )  # fmt: skip
+    report = {
+        "kind_model": f"logistic regression, C={c} (validation log loss {loss:.4f})",
+        "train_images": {"dermoscopic": len(h_tr[0]), "clinical": len(p_tr[0])},
+        "val_images": {"dermoscopic": len(h_va[0]), "clinical": len(p_va[0])},
+        "val_ham_routed_away": float((p_val[y_va == 1] < dermoscopic_at).mean()),
+        "val_pad_routed_to_dermoscopic": float((p_val[y_va == 0] >= dermoscopic_at).mean()),
+        "held_out_pad_lesion_rejected": float((held > lesion_above).mean()),
+        "colour_val_rejected": float((colour_val > colour_above).mean()),
+    }
+    return fit, report
+
+
+def probe_report(gate: Gate, predictor: Predictor, images: dict[str, np.ndarray]) -> dict:
+    """Kinds the gate gives each family of named images (synthetic or probe)."""
+    batch = np.stack([predictor.prepare(im) for im in images.values()])
+    _, fmap = predictor.forward(batch, tta=False)
+    pre = predictor.pre
+    decisions = gate.decide(pooled(fmap), pixel_stats(batch, pre), thumbnails(batch, pre))
+    counts: dict[str, dict[str, int]] = {}
+    for name, d in zip(images, decisions):
+        family = name.rsplit(" ", 1)[0] if name[-1].isdigit() else "probe"
+        counts.setdefault(family, {}).setdefault(d.kind, 0)
+        counts[family][d.kind] += 1
+    return counts
+
+
+def save_gate(folder: Path, fit: GateFit, info: dict) -> Gate:
+    folder.mkdir(parents=True, exist_ok=True)
+    npz = folder / GATE_NPZ
+    npz.write_bytes(fit.to_bytes())
+    info = {"format": 1, **info, "gate_sha256": sha256(npz)}
+    atomic_write_text(folder / GATE_JSON, json.dumps(info, indent=2))
+    return Gate(fit, info, folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=GATE_DIR)
+    p.add_argument("--feature-model", default="default", help="folder under bundled/")
+    p.add_argument("--cache", type=Path, help="folder to keep extracted features in")
+    args = p.parse_args(argv)
+    bundle = load_bundle(GATE_DIR.parent / args.feature_model)
+    predictor = Predictor(bundle, backend="onnx", threads=1, precision="fp32")
+    ham_split = load_split(load_dataset(HAM), HAM_SPLIT).reset_index(drop=True)
+    pads = pad_split().reset_index(drop=True)
+    ham = cached(predictor, [Path(x) for x in ham_split["path"]], args.cache, "default-ham")
+    pad = cached(predictor, [Path(x) for x in pads["path"]], args.cache, "default-pad")
+    targets = Targets()
+    fit, report = fit_gate(ham, pad, ham_split, pads, targets)
+    train_pad = [Path(x) for x in pads.loc[pads["split"] == "train", "path"]]
+    info = {
+        "created": now(),
+        "feature_model": args.feature_model,
+        "feature_model_version": bundle.version,
+        "routes": {"dermoscopic": "default", "clinical": "clinical"},
+        "fitted_on": {"dermoscopic": str(HAM_SPLIT), "clinical": str(PAD_SPLIT)},
+        "targets": vars(targets),
+        "report": report,
+    }
+    gate = save_gate(args.out, fit, info)
+    images = {**synthetic_other_skin(train_pad, seed=targets.seed), **probe_images()}
+    info["report"]["synthetic_and_probes"] = probe_report(gate, predictor, images)
+    save_gate(args.out, fit, info)
+    print(json.dumps(info["report"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

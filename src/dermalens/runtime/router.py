@@ -1,0 +1,261 @@
+"""The router: the scope gate in front of the installed models; one `predict` for every image.
+
+    from dermalens.runtime.router import Router
+    router = Router.installed()                  # the bundled models and gate
+    result = router.predict("photo.jpg")         # a Prediction
+    result.status, result.scope.model, result.scope.why
+
+The gate (`runtime.scope`) reads the feature model's forward pass (the default bundle) and
+puts the image in one of four kinds. A dermoscopic close-up goes to the model for
+dermoscopy (reusing that forward pass), a clinical close-up of a lesion to the clinical
+model; each model's own OOD check and thresholds still apply. Anything else, or a kind
+no installed model covers, gets an answer with status "out_of_scope" or "not_skin": no
+classes, no probabilities and no benign / malignant triage, a sentence naming what the
+image seems to be, what the installed models cover, and what to do.
+
+`pin` (the CLI's `--model`, the service's DERMALENS_MODEL) makes one bundle answer every
+image the gate accepts as a lesion close-up; when the gate sees a kind that bundle was
+not made for (the gate's routes, or `image_kind` in its bundle.json, say which kind it
+is), the answer is "out_of_scope: this model was not made for this image". A pinned
+bundle of unknown kind answers close-ups of both kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dermalens.bundle import load_bundle
+from dermalens.imageio import ImageSource
+from dermalens.runtime.ood import pixel_stats, pooled
+from dermalens.runtime.predictor import Prediction, Predictor
+from dermalens.runtime.scope import (
+    COVERS,
+    KIND_WORDS,
+    LESION_KINDS,
+    Gate,
+    Scope,
+    ScopeDecision,
+    load_gate,
+    thumbnails,
+)
+
+BUNDLED = Path(__file__).resolve().parents[1] / "bundled"
+SEE_A_CLINICIAN = (
+    "Please show the skin to a doctor or dermatologist: this tool cannot assess this image."
+)
+NOT_MADE_FOR = "out_of_scope"
+
+
+class Router:
+    """The gate and the predictors it routes to (kind -> Predictor), or one pinned one."""
+
+    def __init__(
+        self,
+        feature: Predictor,
+        routes: dict[str, Predictor],
+        gate: Gate | None,
+        pinned: Predictor | None = None,
+    ):
+        self.feature, self.routes, self.gate, self.pinned = feature, routes, gate, pinned
+        self.pinned_kind = self._kind_of(pinned) if pinned is not None else None
+
+    @classmethod
+    def installed(
+        cls, pin: str | Path | None = None, gate: Gate | None | str = "bundled", **options
+    ) -> Router:
+        """The gate and bundles under bundled/; `options` go to every `Predictor`."""
+        gate = load_gate() if gate == "bundled" else gate
+        feature_name = gate.feature_model if gate is not None else "default"
+        feature = Predictor(BUNDLED / feature_name, **options)
+        routes = {}
+        for kind, folder in (gate.routes if gate is not None else {}).items():
+            if folder == feature_name:
+                routes[kind] = feature
+            elif (BUNDLED / folder / "bundle.json").is_file():
+                routes[kind] = Predictor(BUNDLED / folder, **options)
+        pinned = None
+        if pin is not None:
+            bundle = load_bundle(pin)
+            same = [p for p in routes.values() if p.bundle.version == bundle.version]
+            pinned = same[0] if same else Predictor(bundle, **options)
+        return cls(feature, routes, gate, pinned)
+
+    def _kind_of(self, predictor: Predictor) -> str | None:
+        for kind, routed in self.routes.items():
+            if routed.bundle.version == predictor.bundle.version:
+                return kind
+        kind = predictor.bundle.info.get("image_kind")
+        return kind if kind in LESION_KINDS else None
+
+    @property
+    def pre(self):
+        return self.feature.pre
+
+    def covers(self) -> list[str]:
+        """What the models that can answer cover, in plain words."""
+        if self.pinned is not None:
+            kinds = [self.pinned_kind] if self.pinned_kind else list(LESION_KINDS)
+        else:
+            kinds = [k for k in LESION_KINDS if k in self.routes]
+        return [COVERS[k] for k in kinds]
+
+    def predict(
+        self,
+        source: ImageSource,
+        top_k: int = 3,
+        explain: bool = False,
+        age: float | None = None,
+        sex: str | None = None,
+        site: str | None = None,
+        tta: bool | None = None,
+    ) -> Prediction:
+        """Gate, then the model made for the image (or an out-of-scope answer)."""
+        if self.gate is None:  # no gate installed: the one model answers, as before
+            return (self.pinned or self.feature).predict(
+                source, top_k, explain, age, sex, site, tta
+            )
+        x = self.feature.prepare(source)[None]
+        meta = self.feature.meta_vector(age, sex, site)
+        name = str(source) if isinstance(source, str | Path) else ""
+        tta = self.feature.tta if tta is None else tta
+        forwarded = self.feature.forward(x, meta, tta)
+        decision = self.decide(x, forwarded[1])[0]
+        target = self.target(decision)
+        if isinstance(target, Prediction):
+            target.source = name
+            return target
+        if target is self.feature:
+            result = target.predict_input(x, meta, top_k, explain, tta, name, forwarded)
+        else:
+            result = target.predict(source, top_k, explain, age, sex, site, tta)
+            result.source = name
+        return self.answered(result, decision, target)
+
+    def predict_batch(
+        self, paths: Sequence[Path], batch: np.ndarray, stats: np.ndarray, top_k: int = 3
+    ) -> list[Prediction]:
+        """Images already preprocessed for the feature model (a folder's decoded batch, with
+        its `pixel_stats`), image only; a path routed elsewhere is decoded again there."""
+        logits, fmap = self.feature.forward(batch)
+        if self.gate is None and self.pinned is not None:
+            return [self.pinned.predict(p, top_k) for p in paths]
+        decisions = self.decide(batch, fmap, stats) if self.gate is not None else None
+        probs = self.feature.calibrated(logits)
+        ood = self.feature.ood_check(batch, fmap, stats)
+        shift = self.feature.shift_check(batch, None if ood is None else ood[0], stats)
+        out = []
+        for j, path in enumerate(paths):
+            target = self.target(decisions[j]) if decisions else self.feature
+            if isinstance(target, Prediction):
+                result = target
+            elif target is self.feature:
+                result = target.result(
+                    probs[j],
+                    top_k,
+                    str(path),
+                    ood_score=None if ood is None else float(ood[0][j]),
+                    not_skin_reason="" if ood is None else ood[2][j],
+                    shift=None if shift is None else shift[j],
+                )
+                result.tta = bool(target.tta)
+            else:
+                result = target.predict(path, top_k)
+            result.source = str(path)
+            out.append(result if decisions is None else self.answered(result, decisions[j], target))
+        return out
+
+    def decide(
+        self, batch: np.ndarray, fmap: np.ndarray, stats: np.ndarray | None = None
+    ) -> list[ScopeDecision]:
+        stats = pixel_stats(batch, self.feature.pre) if stats is None else stats
+        return self.gate.decide(pooled(fmap), stats, thumbnails(batch, self.feature.pre))
+
+    def target(self, decision: ScopeDecision) -> Predictor | Prediction:
+        """The predictor that answers this kind, or the out-of-scope answer."""
+        kind = decision.kind
+        if kind not in LESION_KINDS:
+            return self.refusal(decision, decision.kind if kind == "not_skin" else NOT_MADE_FOR)
+        if self.pinned is not None:
+            if self.pinned_kind in (None, kind):
+                return self.pinned
+            name = self.pinned.bundle.name
+            why = (
+                f"This image seems to be {KIND_WORDS[kind]}, but the chosen model ({name}) was "
+                f"made for {COVERS[self.pinned_kind]}, so it gives no answer for it."
+            )
+            return self.refusal(decision, NOT_MADE_FOR, why)
+        if kind in self.routes:
+            return self.routes[kind]
+        why = (
+            f"This image seems to be {KIND_WORDS[kind]}, but no installed model covers such "
+            f"photos, so none gives an answer for it."
+        )
+        return self.refusal(decision, NOT_MADE_FOR, why)
+
+    def refusal(self, decision: ScopeDecision, status: str, why: str = "") -> Prediction:
+        """An answer from no model: no classes, probabilities or triage."""
+        if not why:
+            why = f"This image seems to be {decision.sentence}, so no installed model answers it."
+        covers = self.covers()
+        scope = Scope(
+            kind=decision.kind,
+            model=None,
+            why=why,
+            rule=decision.rule,
+            scores=decision.scores,
+            covers=covers,
+            advice=SEE_A_CLINICIAN,
+        )
+        return Prediction(
+            classes=[],
+            probabilities=[],
+            top=[],
+            malignant_probability=None,
+            triage=status,
+            triage_rule=f"no triage: {decision.rule}",
+            uncertain=True,
+            model_version=f"scope-gate@{str(self.gate.info.get('gate_sha256', ''))[:12]}",
+            not_skin=status == "not_skin",
+            not_skin_reason=decision.rule if status == "not_skin" else "",
+            status=status,
+            scope=scope,
+        )
+
+    def answered(self, result: Prediction, decision: ScopeDecision, by: Predictor) -> Prediction:
+        """`result` from `by`, with the scope saying which model answered and why."""
+        if result.not_skin and decision.kind == "clinical":
+            # the clinical model's own check: skin, but unlike its lesion close-ups
+            rule = f"{decision.rule}; then {by.bundle.name}'s OOD check: {result.not_skin_reason}"
+            other = ScopeDecision("other_skin", decision.scores, rule, KIND_WORDS["other_skin"])
+            refused = self.refusal(other, NOT_MADE_FOR)
+            refused.source = result.source
+            return refused
+        name = by.bundle.name
+        chosen = "the chosen model" if by is self.pinned else "the model"
+        why = f"Answered by {name}, {chosen} for {COVERS[decision.kind]}."
+        if by is self.pinned and self.pinned_kind is None:
+            why = f"Answered by {name}, the chosen model (its image kind is not recorded)."
+        result.scope = Scope(
+            kind=decision.kind,
+            model=name,
+            why=why,
+            rule=decision.rule,
+            scores=decision.scores,
+            covers=self.covers(),
+            advice="" if result.status == "ok" else SEE_A_CLINICIAN,
+        )
+        return result
+
+
+def summarise(predictions: Sequence[Prediction]) -> dict[str, int]:
+    """Counts of a run's answers: by status, and by the model that answered."""
+    counts: dict[str, int] = {}
+    for p in predictions:
+        counts[p.status] = counts.get(p.status, 0) + 1
+        if p.scope is not None and p.scope.model:
+            key = f"answered by {p.scope.model}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
