@@ -30,7 +30,7 @@ from dermalens.runtime.predictor import ClassScore, Prediction
 # the flags the tests below set, per subcommand ("" is the top level)
 TESTED = {
     "": {"-v", "--verbose"},
-    "predict": {"--model", "--top-k", "--format", "--backend", "--precision"},
+    "predict": {"--model", "--top-k", "--format", "--backend", "--precision", "--no-gate"},
     "predict-batch": {
         "--out",
         "--model",
@@ -98,12 +98,12 @@ def test_every_flag_is_covered():
     assert found == TESTED
 
 
-def spy(monkeypatch, owner, name: str, result=None) -> list[dict]:
+def spy(monkeypatch, owner, name: str, result=None, calls=None) -> list[dict]:
     """Replace `owner.name` by a fake that binds each call to the real signature (so a
-    keyword the library does not take fails here), records the arguments and returns
-    `result`."""
+    keyword the library does not take fails here), records the arguments (in `calls`, when
+    given) and returns `result`."""
     signature = inspect.signature(getattr(owner, name))
-    calls: list[dict] = []
+    calls = [] if calls is None else calls
 
     def fake(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
@@ -137,13 +137,12 @@ def prediction(source: str) -> Prediction:
 
 @pytest.fixture
 def fake_predict(monkeypatch):
-    """Spies on `Predictor` and `predict_folder` in the commands module."""
-    made = spy(
-        monkeypatch,
-        commands,
-        "Predictor",
-        SimpleNamespace(bundle=SimpleNamespace(version="fake@0")),
-    )
+    """Spies on `Router.installed`, `Predictor` (with --no-gate) and `predict_folder` in the
+    commands module; `made` holds the router's or the predictor's arguments."""
+    model = SimpleNamespace(bundle=SimpleNamespace(version="fake@0", info={}))
+    router = SimpleNamespace(pinned=model, routes={}, feature=model)
+    made = spy(monkeypatch, commands.Router, "installed", router)
+    spy(monkeypatch, commands, "Predictor", model, calls=made)
     folder_calls: list[dict] = []
     signature = inspect.signature(commands.predict_folder)
 
@@ -178,7 +177,10 @@ def test_predict_flags(fake_predict, fixture_images, capsys, fmt):
     )
     assert code == 0
     [call] = made
-    assert (call["bundle"], call["backend"], call["precision"]) == ("some/bundle", "onnx", "fp32")
+    assert (call["pin"], call["options"]) == (
+        "some/bundle",
+        {"backend": "onnx", "precision": "fp32"},
+    )
     [call] = folder_calls
     assert call["top_k"] == 5 and [str(p) for p in call["paths"]] == images
     if fmt == "json":
@@ -188,11 +190,21 @@ def test_predict_flags(fake_predict, fixture_images, capsys, fmt):
         assert lines[0].startswith("path,top1,") and lines[1].startswith(f"{images[0]},nv,0.7500")
 
 
-def test_predict_table_is_the_default(fake_predict, fixture_images, capsys):
+def test_predict_table_is_the_default(fake_predict, fixture_images, capsys, monkeypatch):
+    monkeypatch.delenv("DERMALENS_MODEL", raising=False)
     made, _ = fake_predict
     code, out, _ = run(capsys, "predict", str(fixture_images[0]))
     assert code == 0 and "model: fake@0" in out and "triage: benign" in out
-    assert made[0]["backend"] == "auto" and made[0]["precision"] == "auto"
+    assert made[0]["pin"] is None
+    assert made[0]["options"] == {"backend": "auto", "precision": "auto"}
+
+
+def test_predict_no_gate_runs_one_predictor(fake_predict, fixture_images, capsys):
+    made, _ = fake_predict
+    code, out, _ = run(capsys, "predict", str(fixture_images[0]), "--no-gate", "--model", "b")
+    assert code == 0 and "triage: benign" in out
+    [call] = made
+    assert (call["bundle"], call["backend"], call["precision"]) == ("b", "auto", "auto")
 
 
 def _archive_summary(**changes) -> ArchiveSummary:

@@ -116,7 +116,8 @@ def test_predict_says_why_an_image_is_not_skin_and_what_to_do(capsys, tmp_path):
     Image.new("RGB", (200, 150), (128, 128, 128)).save(blank)
     assert main(["predict", str(blank), str(FIXTURES / "ham" / "ISIC_0024310.jpg")]) == 0
     out = capsys.readouterr().out
-    assert "triage: not_skin" in out
-    assert "not a dermoscopic skin image: flat frame (pixel std 0.0 < 3)" in out
-    assert "a clinician must examine the lesion" in out
-    assert out.count("not a dermoscopic skin image") == 1  # the lesion image is not flagged
+    assert "triage: not_skin (no model answered)" in out  # the scope gate's answer
+    assert "a flat frame (pixel std 0.0 < 3)" in out
+    assert "doctor or dermatologist" in out
+    assert out.count("no model answered") == 1  # the lesion image is answered
+    assert "Answered by ham-lite0" in out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,57 +27,88 @@ from dermalens.runtime.archive import predict_archive
 from dermalens.runtime.ensemble import build_ensemble
 from dermalens.runtime.folder import folder_summary, predict_folder
 from dermalens.runtime.predictor import DISCLAIMER, NOT_SKIN_ADVICE, Predictor
+from dermalens.runtime.router import Router, summarise
 from dermalens.runtime.shift import BATCH_MIN
 
 
+def make_router(args: argparse.Namespace) -> Router:
+    """The scope gate in front of the installed models; `--model` (or $DERMALENS_MODEL)
+    pins one bundle, `--no-gate` leaves the gate out (that one model answers everything)."""
+    options = {"backend": args.backend, "precision": args.precision}
+    pin = args.model or os.environ.get("DERMALENS_MODEL") or None
+    if getattr(args, "no_gate", False):
+        predictor = Predictor(pin or default_model_path(), **options)
+        return Router(predictor, {}, None, predictor)
+    return Router.installed(pin=pin, **options)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def print_table(router: Router, rows: list, shift: dict | None) -> None:
+    pinned = router.pinned.bundle.version if router.pinned else None
+    models = ", ".join(f"{k}: {p.bundle.version}" for k, p in router.routes.items())
+    print(f"model: {pinned or models or router.feature.bundle.version}")
+    for r in rows:
+        print(r.source)
+        if not r.top:  # no model answered: the scope gate's sentence instead
+            print(f"  triage: {r.triage} (no model answered)\n  {r.scope.why} {r.scope.advice}")
+            print(f"  the installed models cover: {'; '.join(r.scope.covers) or 'nothing'}")
+            print(f"  rule: {r.scope.rule}")
+            continue
+        tops = "  ".join(f"{c.code} {c.probability:6.1%}" for c in r.top)
+        print(f"  {tops}\n  triage: {r.triage} (P(malignant) = {r.malignant_probability:.1%})")
+        if r.scope is not None:
+            print(f"  {r.scope.why}")
+        if r.not_skin:
+            print(f"  not a dermoscopic skin image: {r.not_skin_reason}; {NOT_SKIN_ADVICE}")
+        if r.shift is not None and r.shift.flagged:
+            print(f"  shift warning: {r.shift.message} ({', '.join(r.shift.measures)})")
+    if len(rows) > 1:
+        counts = summarise(rows)
+        print("\nsummary: " + ", ".join(f"{n} {key}" for key, n in counts.items()))
+    if shift is not None and len(rows) > 1:
+        print(f"\n{shift_line(shift)}")
+    print(f"\n{DISCLAIMER}")
+
+
 def run_predict(args: argparse.Namespace) -> int:
-    predictor = Predictor(
-        args.model or default_model_path(), backend=args.backend, precision=args.precision
-    )
+    router = make_router(args)
     rows, failed, items = [], 0, []
     # a missing path or a folder without images is reported in its place, not a stop
     paths = [path for path, _ in find_images(args.paths)]
     progress = sys.stderr.isatty() and len(paths) > 32
-    for item in predict_folder(predictor, paths, top_k=args.top_k, progress=progress):
+    for item in predict_folder(router, paths, top_k=args.top_k, progress=progress):
         items.append(item)
         if item.error:
             print(f"error: {item.error}", file=sys.stderr)
             failed += 1
         else:
             rows.append(item.prediction)
-    shift = folder_summary(predictor, items)["shift"]
+    shift = folder_summary(router, items)["shift"]
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["path", "top1", "p_top1", "triage", "p_malignant", "uncertain", "shifted"])
+        header = ["path", "top1", "p_top1", "triage", "p_malignant", "uncertain", "shifted"]
+        writer.writerow([*header, "status", "answered_by"])
         for r in rows:
             writer.writerow(
                 [
                     r.source,
                     r.label,
-                    f"{r.top[0].probability:.4f}",
+                    _number(r.top[0].probability if r.top else None, ".4f"),
                     r.triage,
-                    f"{r.malignant_probability:.4f}",
+                    _number(r.malignant_probability, ".4f"),
                     r.uncertain,
                     "" if r.shift is None else r.shift.flagged,
+                    r.status,
+                    r.scope.model or "" if r.scope else "",
                 ]
             )
     else:
-        print(f"model: {predictor.bundle.version}")
-        for r in rows:
-            tops = "  ".join(f"{c.code} {c.probability:6.1%}" for c in r.top)
-            print(
-                f"{r.source}\n  {tops}\n  triage: {r.triage} "
-                f"(P(malignant) = {r.malignant_probability:.1%})"
-            )
-            if r.not_skin:
-                print(f"  not a dermoscopic skin image: {r.not_skin_reason}; {NOT_SKIN_ADVICE}")
-            if r.shift is not None and r.shift.flagged:
-                print(f"  shift warning: {r.shift.message} ({', '.join(r.shift.measures)})")
-        if shift is not None and len(rows) > 1:
-            print(f"\n{shift_line(shift)}")
-        print(f"\n{DISCLAIMER}")
+        print_table(router, rows, shift)
     if args.format != "table" and shift is not None and len(rows) > 1:
         print(shift_line(shift), file=sys.stderr)  # stdout stays pure JSON / CSV
     if failed:  # any input that got no answer fails the command, so scripts notice

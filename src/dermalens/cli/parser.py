@@ -44,7 +44,14 @@ def parser() -> argparse.ArgumentParser:
         "classified; the exit status is 1 when any input failed, 0 when all got an answer.",
     )
     s.add_argument("paths", nargs="+")
-    s.add_argument("--model", help="bundle folder (default: the bundled model)")
+    s.add_argument(
+        "--model",
+        help="pin one bundle folder (default: the scope gate picks the installed model made "
+        "for each image); the gate still says when an image is not what it was made for",
+    )
+    s.add_argument(
+        "--no-gate", action="store_true", help="no scope gate: one model answers every image"
+    )
     s.add_argument("--top-k", type=int, default=3)
     s.add_argument("--format", choices=("table", "json", "csv"), default="table")
     s.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")

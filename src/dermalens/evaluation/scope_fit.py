@@ -5,7 +5,8 @@
 Dermoscopic against clinical: a logistic regression on the feature model's pooled
 features and `scope_stats`, fitted on the HAM10000 training part (dermoscopic, split
 `benchmarks/splits/ham10000-seed0.csv`) against the PAD-UFES-20 training part (clinical,
-patient-grouped split `benchmarks/splits/pad-ufes-20-seed0.csv`, `grouped_split` seed 0),
+patient-grouped fold 0 of the clinical model's cross-validation,
+`benchmarks/splits/pad-ufes20-cv0.csv`),
 C chosen on the validation parts; `dermoscopic_at` is the quantile of HAM10000 validation
 probabilities that keeps `Targets.max_ham_away` of them from being routed away.
 The lesion score's bank is the PAD-UFES-20 training part; its threshold is the quantile of
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from dermalens.bundle import load_bundle
 from dermalens.data.loaders import load_dataset
-from dermalens.data.splits import grouped_split, load_split, save_split
+from dermalens.data.splits import load_split
 from dermalens.evaluation.ood_fit import balanced_sample, probe_images
 from dermalens.files import atomic_write_text, now, sha256
 from dermalens.imageio import ImageError, load_image
@@ -53,16 +54,17 @@ from dermalens.runtime.scope import (
 
 HAM, PAD = Path("../shared/data/ham10000"), Path("../shared/data/pad-ufes-20")
 HAM_SPLIT = Path("benchmarks/splits/ham10000-seed0.csv")
-PAD_SPLIT = Path("benchmarks/splits/pad-ufes-20-seed0.csv")
+PAD_SPLIT = Path("benchmarks/splits/pad-ufes20-cv0.csv")  # the clinical model's CV fold 0
 
 
 @dataclass
 class Targets:
-    max_ham_away: float = 0.003  # HAM10000 validation images routed away from dermoscopy
+    max_ham_away: float = 0.005  # HAM10000 validation images unlike dermoscopic lesions
+    max_ham_to_clinical: float = 0.005  # HAM10000 validation images sent to the clinical model
     max_pad_away: float = 0.015  # PAD-UFES-20 held-out lesions called "not a lesion close-up"
     max_colour_away: float = 0.002  # skin validation images called "not skin" by colour
     k: int = 5  # which nearest neighbour's distance is a score (the PAD bank is small)
-    colour_fit_images: int = 1000  # HAM10000 training images in the colour bank (balanced)
+    bank_images: int = 1000  # HAM10000 training images in the banks (classes balanced)
     seed: int = 0
 
 
@@ -103,13 +105,13 @@ def extract(
 def cached(
     predictor: Predictor, paths: Sequence[Path], cache: Path | None, tag: str
 ) -> dict[str, np.ndarray]:
-    """`extract` over image files, kept in `cache/<tag>.npz` keyed by file name."""
-    names = [p.name for p in paths]
+    """`extract` over image files, kept in `cache/<tag>.npz` keyed by folder and file name."""
+    names = ["/".join(Path(p).parts[-2:]) for p in paths]
     file = cache / f"{tag}.npz" if cache else None
     if file is not None and file.is_file():
         with np.load(file) as npz:
             stored = {k: npz[k] for k in npz.files}
-        where = {Path(str(n)).name: i for i, n in enumerate(stored.pop("names"))}
+        where = {str(n): i for i, n in enumerate(stored.pop("names"))}
         if all(n in where for n in names):
             rows = [where[n] for n in names]
             return {k: v[rows] for k, v in stored.items()}
@@ -121,13 +123,8 @@ def cached(
 
 
 def pad_split(path: Path = PAD_SPLIT) -> pd.DataFrame:
-    """PAD-UFES-20's patient-grouped split (seed 0), saved once so others can reuse it."""
-    dataset = load_dataset(PAD)
-    if path.is_file():
-        return load_split(dataset, path)
-    table = grouped_split(dataset, seed=0)
-    save_split(table, path)
-    return table
+    """PAD-UFES-20's patient-grouped split (the clinical model's CV fold 0)."""
+    return load_split(load_dataset(PAD), path)
 
 
 def synthetic_other_skin(paths: Sequence[Path], per_kind: int = 30, seed: int = 0):
@@ -167,7 +164,7 @@ def _loo_knn(x: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
     """k-NN cosine distance of each unit row to the others, leaving out its own group."""
     sims = x @ x.T
     sims[groups[:, None] == groups[None, :]] = -np.inf
-    return 1.0 - np.sort(sims, axis=1)[:, -k]
+    return 1.0 - np.partition(sims, sims.shape[1] - k, axis=1)[:, sims.shape[1] - k]
 
 
 def fit_kind(x_train, y_train, x_val, y_val, seed: int = 0):
@@ -184,54 +181,80 @@ def fit_kind(x_train, y_train, x_val, y_val, seed: int = 0):
     return mean, scale, model.coef_[0].astype(np.float32), float(model.intercept_[0]), c, loss
 
 
+def _part(arrays: dict, split: np.ndarray, name: str):
+    keep = (split == name) & arrays["ok"]
+    feats = arrays["features"][keep].astype(np.float32)
+    return feats, scope_stats(arrays["thumbs"][keep]), arrays["pixels"][keep], keep
+
+
+def _bank(x: np.ndarray, k: int, groups: np.ndarray | None = None):
+    """Unit rows and their median k-NN distance, leaving out each row's own group (or row)."""
+    bank = unit_rows(x)
+    groups = np.arange(len(x)) if groups is None else groups
+    loo = _loo_knn(bank, groups, k)
+    return bank, float(np.median(loo)), loo
+
+
+def choose_kind_at(p_ham: np.ndarray, n_ham: int, most: float) -> float:
+    """The highest p_dermoscopic cut (so the fewest clinical close-ups go to the dermoscopy
+    model) that sends at most `most` of the `n_ham` HAM10000 validation images to the
+    clinical model; `p_ham` are those of them that look like both kinds. Dermoscopy keeps
+    the benefit of the doubt: its model's numbers must not drop."""
+    grid = np.linspace(0.01, 0.99, 99)
+    allowed = [t for t in grid if (p_ham < t).sum() <= most * n_ham]
+    return float(max(allowed, default=grid[0]))
+
+
 def fit_gate(ham: dict, pad: dict, ham_split, pad_split, targets: Targets):
     """GateFit and its report from cached arrays of HAM10000 and PAD-UFES-20 (all rows)."""
-
-    def part(arrays, split, name):
-        keep = (split == name) & arrays["ok"]
-        feats = arrays["features"][keep].astype(np.float32)
-        return feats, scope_stats(arrays["thumbs"][keep]), arrays["pixels"][keep], keep
-
-    h_tr, h_va, p_tr, p_va = (
-        part(ham, ham_split["split"].to_numpy(), "train"),
-        part(ham, ham_split["split"].to_numpy(), "val"),
-        part(pad, pad_split["split"].to_numpy(), "train"),
-        part(pad, pad_split["split"].to_numpy(), "val"),
-    )
+    hsplit, psplit = ham_split["split"].to_numpy(), pad_split["split"].to_numpy()
+    h_tr, h_va = _part(ham, hsplit, "train"), _part(ham, hsplit, "val")
+    p_tr, p_va = _part(pad, psplit, "train"), _part(pad, psplit, "val")
     x_tr = np.concatenate([np.hstack(h_tr[:2]), np.hstack(p_tr[:2])])
     y_tr = np.r_[np.ones(len(h_tr[0])), np.zeros(len(p_tr[0]))]
     x_va = np.concatenate([np.hstack(h_va[:2]), np.hstack(p_va[:2])])
     y_va = np.r_[np.ones(len(h_va[0])), np.zeros(len(p_va[0]))]
     mean, scale, coef, intercept, c, loss = fit_kind(x_tr, y_tr, x_va, y_va, targets.seed)
     p_val = 1 / (1 + np.exp(-(((x_va - mean) / scale) @ coef + intercept)))
-    dermoscopic_at = float(np.quantile(p_val[y_va == 1], targets.max_ham_away))
-    # lesion score: PAD training bank, scale = median leave-one-patient-out distance
-    bank = unit_rows(p_tr[0])
+    k = targets.k
+    # dermoscopic score: a class-balanced sample of HAM10000 training images
+    ham_train = ham_split[(hsplit == "train") & ham["ok"]]
+    rows = ham_split.index.get_indexer(balanced_sample(ham_train, targets.bank_images).index)
+    derm_bank, derm_scale, _ = _bank(ham["features"][rows].astype(np.float32), k)
+    derm_val = knn_distance(unit_rows(h_va[0]), derm_bank, k) / derm_scale
+    derm_pad_val = knn_distance(unit_rows(p_va[0]), derm_bank, k) / derm_scale
+    derm_above = float(np.quantile(derm_val, 1 - targets.max_ham_away))
+    # lesion score: PAD-UFES-20 training bank; held out = val + train without own patient
     groups = pad_split["patient_id"].to_numpy()[p_tr[3]]
-    loo = _loo_knn(bank, groups, targets.k)
-    lesion_scale = float(np.median(loo))
-    held = np.r_[loo, knn_distance(unit_rows(p_va[0]), bank, targets.k)] / lesion_scale
+    lesion_bank, lesion_scale, loo = _bank(p_tr[0], k, groups)
+    lesion_val = knn_distance(unit_rows(p_va[0]), lesion_bank, k) / lesion_scale
+    held = np.r_[loo / lesion_scale, lesion_val]
     lesion_above = float(np.quantile(held, 1 - targets.max_pad_away))
-    # colour: a balanced HAM10000 training sample and all PAD training images
-    ham_rows = balanced_sample(ham_split[ham_split["split"] == "train"], targets.colour_fit_images)
-    ham_pos = ham_split.index.get_indexer(ham_rows.index)
-    colours = unit_rows(np.r_[ham["pixels"][ham_pos, 3:], p_tr[2][:, 3:]])
-    colour_scale = float(np.median(knn_distance(colours, colours, targets.k, skip_self=True)))
-    val_colours = unit_rows(np.r_[h_va[2][:, 3:], p_va[2][:, 3:]])
-    colour_val = knn_distance(val_colours, colours, targets.k) / colour_scale
+    lesion_ham_val = knn_distance(unit_rows(h_va[0]), lesion_bank, k) / lesion_scale
+    both_h = (derm_val <= derm_above) & (lesion_ham_val <= lesion_above)
+    both_p = (derm_pad_val <= derm_above) & (lesion_val <= lesion_above)
+    n_h = len(h_va[0])
+    kind_at = choose_kind_at(p_val[:n_h][both_h], n_h, targets.max_ham_to_clinical)
+    # colour: the same HAM10000 sample and all PAD training images
+    colours, colour_scale, _ = _bank(np.r_[ham["pixels"][rows, 3:], p_tr[2][:, 3:]], k)
+    val_colours = np.r_[h_va[2][:, 3:], p_va[2][:, 3:]]
+    colour_val = knn_distance(unit_rows(val_colours), colours, k) / colour_scale
     colour_above = float(np.quantile(colour_val, 1 - targets.max_colour_away))
     fit = GateFit(
-        mean.astype(np.float32), scale.astype(np.float32), coef, intercept, dermoscopic_at,
-        bank.astype(np.float16), targets.k, lesion_scale, lesion_above,
-        colours.astype(np.float16), colour_scale, colour_above,
+        mean.astype(np.float32), scale.astype(np.float32), coef, intercept, kind_at,
+        derm_bank.astype(np.float16), derm_scale, derm_above,
+        lesion_bank.astype(np.float16), lesion_scale, lesion_above,
+        colours.astype(np.float16), colour_scale, colour_above, k,
     )  # fmt: skip
     report = {
         "kind_model": f"logistic regression, C={c} (validation log loss {loss:.4f})",
         "train_images": {"dermoscopic": len(h_tr[0]), "clinical": len(p_tr[0])},
-        "val_images": {"dermoscopic": len(h_va[0]), "clinical": len(p_va[0])},
-        "val_ham_routed_away": float((p_val[y_va == 1] < dermoscopic_at).mean()),
-        "val_pad_routed_to_dermoscopic": float((p_val[y_va == 0] >= dermoscopic_at).mean()),
-        "held_out_pad_lesion_rejected": float((held > lesion_above).mean()),
+        "val_images": {"dermoscopic": n_h, "clinical": len(p_va[0])},
+        "val_ham_unlike_dermoscopic": float((derm_val > derm_above).mean()),
+        "held_out_pad_unlike_clinical": float((held > lesion_above).mean()),
+        "val_like_both": {"dermoscopic": float(both_h.mean()), "clinical": float(both_p.mean())},
+        "val_ham_to_clinical": float((both_h & (p_val[:n_h] < kind_at)).mean()),
+        "val_pad_to_dermoscopic": float((both_p & (p_val[n_h:] >= kind_at)).mean()),
         "colour_val_rejected": float((colour_val > colour_above).mean()),
     }
     return fit, report

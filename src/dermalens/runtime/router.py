@@ -92,7 +92,24 @@ class Router:
 
     @property
     def pre(self):
+        """The feature model's preprocessing: what a folder's batches are decoded for."""
         return self.feature.pre
+
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """(width, height) an upload is decoded for (JPEG draft): the pinned model's input,
+        as `Predictor.predict` decodes a file for it, else the largest routed input."""
+        if self.pinned is not None:
+            return self.pinned.pre.width, self.pinned.pre.height
+        models = [self.feature, *self.routes.values()]
+        return max(m.pre.width for m in models), max(m.pre.height for m in models)
+
+    def answered_by(self, result: Prediction) -> Predictor | None:
+        """The predictor whose answer `result` is; None when no model answered."""
+        for predictor in (self.pinned, self.feature, *self.routes.values()):
+            if predictor is not None and predictor.bundle.version == result.model_version:
+                return predictor
+        return None
 
     def covers(self) -> list[str]:
         """What the models that can answer cover, in plain words."""
@@ -164,7 +181,9 @@ class Router:
             else:
                 result = target.predict(path, top_k)
             result.source = str(path)
-            out.append(result if decisions is None else self.answered(result, decisions[j], target))
+            if decisions is not None and not isinstance(target, Prediction):
+                result = self.answered(result, decisions[j], target)
+            out.append(result)
         return out
 
     def decide(
@@ -238,6 +257,11 @@ class Router:
         why = f"Answered by {name}, {chosen} for {COVERS[decision.kind]}."
         if by is self.pinned and self.pinned_kind is None:
             why = f"Answered by {name}, the chosen model (its image kind is not recorded)."
+        if result.not_skin:
+            why = (
+                f"{name} was chosen for {KIND_WORDS[decision.kind]}, but its own check found "
+                f"that the image does not look like those, so it gives no triage."
+            )
         result.scope = Scope(
             kind=decision.kind,
             model=name,

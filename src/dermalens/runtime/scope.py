@@ -156,14 +156,17 @@ class GateFit:
     scale: np.ndarray
     coef: np.ndarray
     intercept: float
-    dermoscopic_at: float  # p_dermoscopic at or above which the image is dermoscopic
+    kind_at: float  # p_dermoscopic at or above which a close-up like both kinds is dermoscopic
+    derm_bank: np.ndarray  # unit features of dermoscopic training images (float16)
+    derm_scale: float  # median leave-one-out k-NN distance in that bank
+    derm_above: float  # dermoscopic score above which the image is unlike dermoscopic lesions
     lesion_bank: np.ndarray  # unit features of clinical-lesion training images (float16)
-    lesion_k: int
-    lesion_scale: float  # median leave-one-patient-out k-NN distance in the bank
-    lesion_above: float  # lesion score above which a clinical photo is not a lesion close-up
+    lesion_scale: float  # median leave-one-patient-out k-NN distance in that bank
+    lesion_above: float  # lesion score above which the image is unlike clinical close-ups
     colour_bank: np.ndarray  # colour descriptors of skin training images (both kinds)
     colour_scale: float
     colour_above: float  # colour score above which the image is not skin
+    k: int = 5  # which nearest neighbour's distance is a score
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -199,7 +202,8 @@ class Gate:
     path: Path | None = None
 
     def __post_init__(self) -> None:
-        self._bank = np.asarray(self.fit.lesion_bank, np.float32)
+        self._derm = np.asarray(self.fit.derm_bank, np.float32)
+        self._lesion = np.asarray(self.fit.lesion_bank, np.float32)
         self._colours = np.asarray(self.fit.colour_bank, np.float32)
 
     @property
@@ -215,14 +219,8 @@ class Gate:
         z = (np.concatenate([features, stats], axis=1) - self.fit.mean) / self.fit.scale
         return 1.0 / (1.0 + np.exp(-(z @ self.fit.coef + self.fit.intercept)))
 
-    def lesion_score(self, features: np.ndarray) -> np.ndarray:
-        """About 1 on clinical lesion close-ups; large for photos unlike all of them."""
-        x = unit_rows(np.asarray(features, np.float32))
-        return knn_distance(x, self._bank, int(self.fit.lesion_k)) / self.fit.lesion_scale
-
-    def colour_score(self, pixels: np.ndarray) -> np.ndarray:
-        x = unit_rows(np.asarray(pixels, np.float32)[:, 3:])
-        return knn_distance(x, self._colours, int(self.fit.lesion_k)) / self.fit.colour_scale
+    def _knn(self, x: np.ndarray, bank: np.ndarray, scale: float) -> np.ndarray:
+        return knn_distance(unit_rows(np.asarray(x, np.float32)), bank, int(self.fit.k)) / scale
 
     def decide(
         self, features: np.ndarray, pixels: np.ndarray, thumbs: np.ndarray
@@ -230,12 +228,16 @@ class Gate:
         """One decision per image from the feature model's pooled features, its
         `ood.pixel_stats` and the gate's `thumbnails` of the same preprocessed batch."""
         features = np.asarray(features, np.float32)
+        fit = self.fit
         p = self.p_dermoscopic(features, scope_stats(thumbs))
-        lesion, colour = self.lesion_score(features), self.colour_score(pixels)
+        derm = self._knn(features, self._derm, fit.derm_scale)
+        lesion = self._knn(features, self._lesion, fit.lesion_scale)
+        colour = self._knn(np.asarray(pixels)[:, 3:], self._colours, fit.colour_scale)
         out = []
         for i in range(len(features)):
             scores = {
                 "p_dermoscopic": round(float(p[i]), 4),
+                "dermoscopic_score": round(float(derm[i]), 3),
                 "lesion_score": round(float(lesion[i]), 3),
                 "colour_score": round(float(colour[i]), 3),
             }
@@ -252,26 +254,37 @@ class Gate:
                 f"greyscale frame (colour spread {colourful:.1f} < {MIN_COLOUR:g})"
             )
             return ScopeDecision("not_skin", scores, rule, KIND_WORDS["not_skin"])
-        if scores["colour_score"] > fit.colour_above:
+        colour = scores["colour_score"]
+        if colour > fit.colour_above:
             rule = (
-                f"not_skin: colour score {scores['colour_score']:.2f} > {fit.colour_above:.2f} "
-                f"(colours unlike the skin images of both kinds)"
+                f"not_skin: colour score {colour:.2f} > {fit.colour_above:.2f} (colours unlike "
+                f"the skin images of both kinds)"
             )
             return ScopeDecision("not_skin", scores, rule, KIND_WORDS["not_skin"])
-        if scores["p_dermoscopic"] >= fit.dermoscopic_at:
-            p = scores["p_dermoscopic"]
-            rule = f"dermoscopic: p_dermoscopic {p:.3f} >= {fit.dermoscopic_at:.3f}"
-            return ScopeDecision("dermoscopic", scores, rule, KIND_WORDS["dermoscopic"])
-        base = f"p_dermoscopic {scores['p_dermoscopic']:.3f} < {fit.dermoscopic_at:.3f}"
-        if scores["lesion_score"] <= fit.lesion_above:
-            score = scores["lesion_score"]
-            rule = f"clinical: {base}, lesion score {score:.2f} <= {fit.lesion_above:.2f}"
-            return ScopeDecision("clinical", scores, rule, KIND_WORDS["clinical"])
-        rule = (
-            f"other_skin: {base}, lesion score {scores['lesion_score']:.2f} > "
-            f"{fit.lesion_above:.2f} (unlike every clinical lesion close-up in training)"
+        p, derm, lesion = (
+            scores["p_dermoscopic"],
+            scores["dermoscopic_score"],
+            scores["lesion_score"],
         )
-        return ScopeDecision("other_skin", scores, rule, KIND_WORDS["other_skin"])
+        like = (
+            f"dermoscopic score {derm:.2f} {'<=' if derm <= fit.derm_above else '>'} "
+            f"{fit.derm_above:.2f}, lesion score {lesion:.2f} "
+            f"{'<=' if lesion <= fit.lesion_above else '>'} {fit.lesion_above:.2f}"
+        )
+        derm_ok, lesion_ok = derm <= fit.derm_above, lesion <= fit.lesion_above
+        if derm_ok and lesion_ok:
+            kind = "dermoscopic" if p >= fit.kind_at else "clinical"
+            sign = ">=" if kind == "dermoscopic" else "<"
+            rule = (
+                f"{kind}: {like}; like both kinds, p_dermoscopic {p:.3f} {sign} {fit.kind_at:.3f}"
+            )
+        elif derm_ok or lesion_ok:
+            kind = "dermoscopic" if derm_ok else "clinical"
+            rule = f"{kind}: {like}"
+        else:
+            kind = "other_skin"
+            rule = f"other_skin: {like} (unlike the lesion close-ups of both kinds in training)"
+        return ScopeDecision(kind, scores, rule, KIND_WORDS[kind])
 
 
 def load_gate(folder: str | Path | None = None) -> Gate | None:

@@ -20,6 +20,7 @@ from PIL import Image
 from dermalens import __version__
 from dermalens.bundle import DESCRIPTION, BundleError
 from dermalens.runtime.predictor import DISCLAIMER, Predictor
+from dermalens.runtime.router import Router
 from dermalens.serve import error_handlers, i18n
 from dermalens.serve.csrf import Csrf, load_secret
 from dermalens.serve.db import make_sessions, migrate, open_database
@@ -45,17 +46,33 @@ def check_model(path: Path) -> None:
         )
 
 
-def load_predictor(settings: Settings) -> Predictor:
-    """The ONNX Runtime predictor (serving never needs PyTorch)."""
+def load_router(settings: Settings) -> Router:
+    """The scope gate and the ONNX Runtime predictors it routes to (serving never needs
+    PyTorch). A model named by DERMALENS_MODEL (or `serve --model`) is pinned: it answers
+    every lesion close-up the gate accepts, unless the gate finds it was not made for it."""
     check_model(settings.model)
+    options = {
+        "backend": "onnx",
+        "threads": settings.threads,
+        "tta": settings.tta,
+        "precision": settings.precision,
+    }
+    pinned = "model" in settings.model_fields_set
     try:
-        predictor = Predictor(
-            settings.model,
-            backend="onnx",
-            threads=settings.threads,
-            tta=settings.tta,
-            precision=settings.precision,
-        )
+        if not settings.scope_gate:
+            predictor = Predictor(settings.model, **options)
+            return Router(predictor, {}, None, predictor)
+        return Router.installed(pin=settings.model if pinned else None, **options)
+    except BundleError as exc:
+        raise ModelMissing(f"cannot serve model bundle {settings.model}: {exc}") from exc
+
+
+def load_predictor(settings: Settings, router: Router | None = None) -> Predictor:
+    """The predictor the page and the model card describe (the pinned one, else the
+    default), warmed up."""
+    router = router or load_router(settings)
+    try:
+        predictor = router.pinned or router.feature
         # Warm up: read the head weights for heatmaps and let ONNX Runtime allocate now,
         # so the first request is as fast as the others.
         pre = predictor.pre
@@ -68,7 +85,8 @@ def load_predictor(settings: Settings) -> Predictor:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    app.state.predictor = load_predictor(settings)
+    app.state.router = load_router(settings)
+    app.state.predictor = load_predictor(settings, app.state.router)
     # after the warm-up request, which is no patient's image
     app.state.recent_shifts = RecentShifts(app.state.predictor.shift, settings.shift_window)
     engine = open_database(settings.db_url)

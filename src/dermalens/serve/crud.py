@@ -36,7 +36,7 @@ def add_prediction(
         created_at=out.created_at,
         model_name=out.model.name,
         model_version=out.model.version,
-        label=out.top[0].code,
+        label=out.top[0].code if out.top else "",  # "": out of scope, no answer
         triage=out.triage.result,
         uncertain=out.uncertain,
         age=out.patient.age,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from dermalens import patient
 from dermalens.runtime.predictor import Predictor
+from dermalens.runtime.router import Router
 from dermalens.serve import audit, auth, crud, patient_crud
 from dermalens.serve.account_tables import StaffRecord
 from dermalens.serve.i18n import N_, _
@@ -36,6 +37,10 @@ def get_recent_shifts(request: Request) -> RecentShifts:
     return request.app.state.recent_shifts
 
 
+def get_router(request: Request) -> Router:
+    return request.app.state.router
+
+
 def get_session(request: Request) -> Iterator[Session]:
     with request.app.state.sessions() as session:
         yield session
@@ -43,6 +48,7 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+RouterDep = Annotated[Router, Depends(get_router)]
 SessionDep = Annotated[Session, Depends(get_session)]
 RecentShiftsDep = Annotated[RecentShifts, Depends(get_recent_shifts)]
 bearer = HTTPBearer(auto_error=False, description="the server's DERMALENS_API_TOKEN")

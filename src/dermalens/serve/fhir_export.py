@@ -99,7 +99,7 @@ def _probability(score: ClassScore, out: PredictionOut, device: str, media: str 
 
 
 def _triage(out: PredictionOut, device: str) -> dict:
-    return {
+    obs = {
         "resourceType": "Observation",
         "status": "preliminary",
         "code": {
@@ -125,12 +125,18 @@ def _triage(out: PredictionOut, device: str) -> dict:
         "note": [{"text": out.triage.rule}],
         "device": {"reference": device},
     }
+    if out.triage.malignant_probability is None:  # out of scope: no model answered
+        del obs["component"]
+    return obs
 
 
 def conclusion_line(entry: ReportItem) -> str:
     """One sentence for an item: the answer, its probability, the triage (and the lesion)."""
-    out, answer = entry.out, entry.out.top[0]
+    out = entry.out
     where = f"{entry.label}: " if entry.label else ""
+    if not out.top:  # the scope gate: no installed model is made for this image
+        return f"{where}no answer ({out.status}): {out.scope.why if out.scope else ''}"
+    answer = out.top[0]
     if out.not_skin:
         return f"{where}not read as a skin lesion image ({out.not_skin_reason})."
     doubt = " (uncertain)" if out.uncertain else ""
@@ -180,7 +186,7 @@ def report_bundle(
         entries.append((ref, _triage(out, device)))
         results.append({"reference": ref})
         conclusions.append(conclusion_line(entry))
-        if not out.not_skin:
+        if not out.not_skin and out.top:
             codes.append(_concept(out.top[0].code, out.top[0].name))
     subject_ref = None
     if subject is not None:

@@ -1,7 +1,8 @@
-"""One request's inference: decoded image -> `Predictor.predict` -> response body.
+"""One request's inference: decoded image -> `Router.predict` -> response body.
 
-The service calls the same `Predictor` as the CLI and decodes with the same draft size, so
-the API returns the same probabilities as `dermalens predict` for the same file.
+The service calls the same `Router` (the scope gate in front of the installed models) and
+`Predictor` as the CLI and decodes with the same draft size, so the API returns the same
+probabilities as `dermalens predict` for the same file.
 `RecentShifts` keeps the shift warnings of the latest requests for the batch test.
 """
 
@@ -22,6 +23,7 @@ from dermalens.imageio import ImageError
 from dermalens.preprocess import resize
 from dermalens.runtime.explain import overlay
 from dermalens.runtime.predictor import DISCLAIMER, Prediction, Predictor
+from dermalens.runtime.router import Router
 from dermalens.runtime.shift import ShiftMonitor
 from dermalens.serve.schemas import (
     ClassScore,
@@ -29,6 +31,7 @@ from dermalens.serve.schemas import (
     ModelRef,
     Patient,
     PredictionOut,
+    Scope,
     Shift,
     ShiftBatch,
     Triage,
@@ -69,7 +72,7 @@ def heatmap_overlay(predictor: Predictor, image: Image.Image, result: Prediction
 
 
 def predict(
-    predictor: Predictor,
+    predictor: Predictor | Router,
     image: Image.Image,
     patient: Patient,
     explain: bool = True,
@@ -81,11 +84,14 @@ def predict(
     """Run the model on a decoded image and build the response (not yet stored).
 
     With `explain`, the heatmap always carries the small CAM grid; `overlay` adds the PNG
-    overlay, which costs most of a heatmap request's time (see benchmarks/load.py)."""
+    overlay, which costs most of a heatmap request's time (see benchmarks/load.py).
+    A `Router` answers with the model made for the image, or out of scope (no heatmap)."""
     try:
         result = predictor.predict(image, top_k, explain, patient.age, patient.sex, patient.site)
     except ImageError as exc:
         raise image_error(exc) from None
+    if isinstance(predictor, Router):
+        predictor = predictor.answered_by(result) or predictor.feature
     t1 = time.perf_counter()
     heatmap = None
     if explain and result.heatmap_grid is not None:
@@ -97,12 +103,15 @@ def predict(
             target=result.top[0].code,
         )
     timings = {**result.timings_ms, "overlay": round((time.perf_counter() - t1) * 1e3, 2)}
-    bundle = predictor.bundle
+    answered = result.scope is None or result.scope.model is not None
+    name = predictor.bundle.name if answered else "scope-gate"
     shift = None if result.shift is None else Shift(**asdict(result.shift))
     return PredictionOut(
         id=uuid.uuid4().hex,
+        status=result.status,
+        scope=None if result.scope is None else Scope(**vars(result.scope)),
         created_at=datetime.now(UTC),
-        model=ModelRef(name=bundle.name, version=result.model_version),
+        model=ModelRef(name=name, version=result.model_version),
         top=[ClassScore(**vars(c)) for c in result.top],
         probabilities=dict(zip(result.classes, result.probabilities)),
         triage=Triage(

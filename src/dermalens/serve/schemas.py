@@ -35,14 +35,16 @@ class ClassScore(BaseModel):
 
 class Triage(BaseModel):
     result: str = Field(
-        description="benign, malignant, uncertain, not_skin (OOD check), or unavailable: the "
+        description="benign, malignant, uncertain, not_skin (OOD check), out_of_scope (no "
+        "installed model is made for this image: no triage), or unavailable: the "
         "model's classes include some of unknown malignancy, so it gives no benign / "
         "malignant triage and a clinician must decide"
     )
     rule: str = Field(description="the thresholds that produced `result`, or why none applies")
-    malignant_probability: float = Field(
+    malignant_probability: float | None = Field(
         description="summed probability of the classes flagged malignant (classes of unknown "
-        "malignancy are not counted)"
+        "malignancy are not counted); null when no model answered (status out_of_scope, or "
+        "not_skin from the scope gate)"
     )
 
 
@@ -99,8 +101,64 @@ class Patient(BaseModel):
     site: str | None = None
 
 
+STATUSES = ("ok", "uncertain", "out_of_scope", "not_skin")
+
+
+class Scope(BaseModel):
+    """The scope gate's decision: what the image seems to be and which model answered."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "kind": "other_skin",
+                    "model": None,
+                    "why": "This image seems to be a photo of skin that is not a close-up of a "
+                    "single lesion (for example a rash, a wider body area, a nail or hair), "
+                    "so no installed model answers it.",
+                    "rule": "other_skin: p_dermoscopic 0.012 < 0.500, lesion score 2.71 > 1.91",
+                    "scores": {"p_dermoscopic": 0.012, "lesion_score": 2.71, "colour_score": 1.3},
+                    "covers": [
+                        "dermoscopic close-ups of skin lesions",
+                        "camera or phone close-ups of skin lesions",
+                    ],
+                    "advice": "Please show the skin to a doctor or dermatologist: this tool "
+                    "cannot assess this image.",
+                }
+            ]
+        }
+    )
+
+    kind: str = Field(
+        description="dermoscopic (a dermoscopic close-up of a lesion), clinical (a camera or "
+        "phone close-up of a lesion), other_skin (skin, but not a lesion close-up: a rash, a "
+        "body area, a nail, hair) or not_skin",
+        examples=["dermoscopic"],
+    )
+    model: str | None = Field(
+        description="name of the bundle that answered; null when none did", examples=["default"]
+    )
+    why: str = Field(description="plain words: which model answered and why, or why none did")
+    rule: str = Field(description="the gate's technical rule, with its scores and thresholds")
+    scores: dict[str, float] = Field(description="the gate's scores (see runtime.scope)")
+    covers: list[str] = Field(description="what the installed models cover, in plain words")
+    advice: str = Field(description="what to do when no definite answer was given")
+
+
 class PredictionOut(BaseModel):
     id: str
+    status: str = Field(
+        "ok",
+        description="ok: a definite answer from the model made for this kind of image; "
+        "uncertain: that model is unsure (no triage); out_of_scope: no installed model is made "
+        "for this image (a rash, a body area, a nail, hair, or a kind of photo the chosen model "
+        "was not made for): no classes, no probabilities and no triage; not_skin: not a photo "
+        "of skin. Stable values: " + ", ".join(STATUSES),
+        examples=list(STATUSES),
+    )
+    scope: Scope | None = Field(
+        None, description="the scope gate's decision (null when the service runs without one)"
+    )
     created_at: datetime
     model: ModelRef
     top: list[ClassScore] = Field(

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     # change between visits: "any" (any two photographs) or "same" (same device and zoom);
     # see runtime.change.PRESETS and benchmarks/RESULTS.md ("Change score")
     change_framing: str = Field("any", pattern="^(any|same)$")
+    # the scope gate (runtime.scope) in front of the models; False: the one model answers all
+    scope_gate: bool = True
     # TrueType font of the PDF reports (Debian's fonts-dejavu-core); a -Bold file beside it
     # is used for headings when present
     report_font: Path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")

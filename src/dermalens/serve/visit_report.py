@@ -172,14 +172,16 @@ def _section(pdf: FPDF, entry: ReportItem, heatmap, say, serving: str | None) ->
         _line(pdf, say("not_skin", reason=out.not_skin_reason))
     _scores(pdf, entry, say)
     pdf.set_font("report", "B", 10)
-    p = i18n.number(out.triage.malignant_probability, 2)
+    p_mal = out.triage.malignant_probability  # None: no model answered (out of scope)
+    p = "-" if p_mal is None else i18n.number(p_mal, 2)
     word = triage_word(out.triage.result)
     _line(pdf, f"{say('triage')}: {word}   {say('p_malignant')} = {p}", 6)
     pdf.set_font("report", size=8)
     _line(pdf, f"{say('triage_rule')}: {out.triage.rule}", 4)
     if out.uncertain:
         _line(pdf, say("uncertain"), 4)
-    _line(pdf, f"{say('codes')}: {'; '.join(_code_lines(out.top[0].code)) or '-'}", 4)
+    codes = _code_lines(out.top[0].code) if out.top else []
+    _line(pdf, f"{say('codes')}: {'; '.join(codes) or '-'}", 4)
 
 
 def _code_lines(class_code: str) -> list[str]:

@@ -20,9 +20,9 @@ from fastapi import (
 from dermalens.serve import crud, inference, uploads
 from dermalens.serve.deps import (
     PatientDep,
-    PredictorDep,
     QuickCheckDep,
     RecentShiftsDep,
+    RouterDep,
     SessionDep,
     SettingsDep,
     StoredPredictionDep,
@@ -55,7 +55,7 @@ ERRORS = {
 def create_prediction(
     file: Annotated[UploadFile, File(description="the lesion image (JPEG, PNG, WebP, ...)")],
     patient: PatientDep,
-    predictor: PredictorDep,
+    models: RouterDep,
     session: SessionDep,
     settings: SettingsDep,
     recent: RecentShiftsDep,
@@ -78,11 +78,10 @@ def create_prediction(
     """Classify one lesion image: top-k classes, triage, uncertainty and a heatmap."""
     t0 = time.perf_counter()
     data = uploads.read_limited(file, settings.max_upload_bytes)
-    pre = predictor.pre
-    image = uploads.decode(data, settings.max_pixels, (pre.width, pre.height))
+    image = uploads.decode(data, settings.max_pixels, models.decode_size)
     decoded = time.perf_counter()
     out = inference.predict(
-        predictor,
+        models,
         image,
         patient,
         explain,
