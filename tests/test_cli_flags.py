@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dermalens.cli import commands, main, user_commands
+from dermalens.cli import commands, main, predict_table, user_commands
 from dermalens.cli.parser import parser
 from dermalens.imageio import iter_images
 from dermalens.runtime.archive import ArchiveSummary
@@ -137,12 +137,12 @@ def prediction(source: str) -> Prediction:
 
 @pytest.fixture
 def fake_predict(monkeypatch):
-    """Spies on `Router.installed`, `Predictor` (with --no-gate) and `predict_folder` in the
-    commands module; `made` holds the router's or the predictor's arguments."""
-    model = SimpleNamespace(bundle=SimpleNamespace(version="fake@0", info={}))
-    router = SimpleNamespace(pinned=model, routes={}, feature=model)
-    made = spy(monkeypatch, commands.Router, "installed", router)
-    spy(monkeypatch, commands, "Predictor", model, calls=made)
+    """Spies on `Router.installed`, `Predictor` (with --no-gate, both in `cli.predict_table`)
+    and `predict_folder` in `cli.commands`; `made` holds the router's or the predictor's arguments."""
+    model = SimpleNamespace(bundle=SimpleNamespace(version="fake@0", info={}), shift=None)
+    router = SimpleNamespace(pinned=model, routes={}, feature=model, shift=None)
+    made = spy(monkeypatch, predict_table.Router, "installed", router)
+    spy(monkeypatch, predict_table, "Predictor", model, calls=made)
     folder_calls: list[dict] = []
     signature = inspect.signature(commands.predict_folder)
 

@@ -196,7 +196,9 @@ class Router:
         """The predictor that answers this kind, or the out-of-scope answer."""
         kind = decision.kind
         if kind not in LESION_KINDS:
-            return self.refusal(decision, decision.kind if kind == "not_skin" else NOT_MADE_FOR)
+            return self.refusal(
+                decision, decision.kind if kind == "not_skin" else NOT_MADE_FOR, "", kind
+            )
         if self.pinned is not None:
             if self.pinned_kind in (None, kind):
                 return self.pinned
@@ -205,22 +207,25 @@ class Router:
                 f"This image seems to be {KIND_WORDS[kind]}, but the chosen model ({name}) was "
                 f"made for {COVERS[self.pinned_kind]}, so it gives no answer for it."
             )
-            return self.refusal(decision, NOT_MADE_FOR, why)
+            return self.refusal(decision, NOT_MADE_FOR, why, "not_made_for")
         if kind in self.routes:
             return self.routes[kind]
         why = (
             f"This image seems to be {KIND_WORDS[kind]}, but no installed model covers such "
             f"photos, so none gives an answer for it."
         )
-        return self.refusal(decision, NOT_MADE_FOR, why)
+        return self.refusal(decision, NOT_MADE_FOR, why, "no_model")
 
-    def refusal(self, decision: ScopeDecision, status: str, why: str = "") -> Prediction:
+    def refusal(
+        self, decision: ScopeDecision, status: str, why: str = "", reason: str = ""
+    ) -> Prediction:
         """An answer from no model: no classes, probabilities or triage."""
         if not why:
             why = f"This image seems to be {decision.sentence}, so no installed model answers it."
         covers = self.covers()
         scope = Scope(
             kind=decision.kind,
+            reason=reason or decision.kind,
             model=None,
             why=why,
             rule=decision.rule,
@@ -249,7 +254,7 @@ class Router:
             # the clinical model's own check: skin, but unlike its lesion close-ups
             rule = f"{decision.rule}; then {by.bundle.name}'s OOD check: {result.not_skin_reason}"
             other = ScopeDecision("other_skin", decision.scores, rule, KIND_WORDS["other_skin"])
-            refused = self.refusal(other, NOT_MADE_FOR)
+            refused = self.refusal(other, NOT_MADE_FOR, "", "model_check")
             refused.source = result.source
             return refused
         name = by.bundle.name
@@ -264,6 +269,7 @@ class Router:
             )
         result.scope = Scope(
             kind=decision.kind,
+            reason="model_check" if result.not_skin else "answered",
             model=name,
             why=why,
             rule=decision.rule,

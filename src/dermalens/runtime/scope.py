@@ -140,6 +140,9 @@ class Scope:
     (or why none did), what the installed models cover and what to do."""
 
     kind: str  # the gate's decision, one of KINDS
+    # stable code: answered, model_check (the model's own OOD check refused it), other_skin,
+    # not_skin, no_model (no installed model for this kind), not_made_for (the pinned model)
+    reason: str
     model: str | None  # the bundle that answered; None when no model answered
     why: str  # plain words: which model answered and why, or why none did
     rule: str  # the technical rule behind it (thresholds and scores)

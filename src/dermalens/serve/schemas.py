@@ -112,6 +112,7 @@ class Scope(BaseModel):
             "examples": [
                 {
                     "kind": "other_skin",
+                    "reason": "other_skin",
                     "model": None,
                     "why": "This image seems to be a photo of skin that is not a close-up of a "
                     "single lesion (for example a rash, a wider body area, a nail or hair), "
@@ -135,8 +136,16 @@ class Scope(BaseModel):
         "body area, a nail, hair) or not_skin",
         examples=["dermoscopic"],
     )
+    reason: str = Field(
+        description="stable code: answered (the model for this kind answered), model_check "
+        "(that model's own check refused the image), other_skin, not_skin, no_model (no "
+        "installed model covers this kind), not_made_for (the pinned model was made for "
+        "another kind)",
+        examples=["answered"],
+    )
     model: str | None = Field(
-        description="name of the bundle that answered; null when none did", examples=["default"]
+        description="name of the bundle that answered; null when none did",
+        examples=["ham-lite0-meta-ema-ls0-s0"],
     )
     why: str = Field(description="plain words: which model answered and why, or why none did")
     rule: str = Field(description="the gate's technical rule, with its scores and thresholds")

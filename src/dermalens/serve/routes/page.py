@@ -82,6 +82,36 @@ def browser_strings() -> dict[str, str]:
         "sending": _("Sending…"),
         "feedback_saved": _("Thank you: feedback saved."),
         "feedback_failed": _("Feedback not saved: %(error)s"),
+        # the scope gate's answer (runtime.router), by scope.reason and scope.kind
+        "scope_other_skin": _(
+            "This photo seems to show skin that is not a close-up of a single lesion, for "
+            "example a rash, a wider body area, a nail or hair."
+        ),
+        "scope_not_skin": _("This does not seem to be a photo of skin."),
+        "scope_no_model_clinical": _(
+            "This seems to be a camera or phone close-up of a skin lesion, but no installed "
+            "model covers such photos."
+        ),
+        "scope_no_model_dermoscopic": _(
+            "This seems to be a dermoscopic close-up of a skin lesion, but no installed model "
+            "covers such images."
+        ),
+        "scope_not_made_for": _(
+            "The chosen model was not made for this kind of photo, so it gives no answer."
+        ),
+        "scope_covers": _("What the installed models cover: %(covers)s."),
+        "covers_dermoscopic": _("dermoscopic close-ups of skin lesions"),
+        "covers_clinical": _("camera or phone close-ups of skin lesions"),
+        "scope_advice": _(
+            "Please show the skin to a doctor or dermatologist: this tool cannot assess this "
+            "image."
+        ),
+        "answered_dermoscopic": _(
+            "Answered by the model for dermoscopic close-ups of skin lesions."
+        ),
+        "answered_clinical": _(
+            "Answered by the model for camera or phone close-ups of skin lesions."
+        ),
     }
 
 

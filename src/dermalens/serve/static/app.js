@@ -158,11 +158,47 @@ function renderShift(shift, recent) {
   $("shift").hidden = !(image || group);
 }
 
+// The scope gate's answer: which model answered, or (no classes) why none did, in plain
+// words from T; the technical rule only behind "Details".
+function renderScope(result) {
+  const scope = result.scope;
+  const out = !result.top.length;
+  $("answer").hidden = out;
+  $("feedback-form").hidden = out;
+  $("scope-out").hidden = !out;
+  $("answered-by").hidden = out || !scope || scope.reason !== "answered";
+  $("scope-details").hidden = !scope;
+  if (!scope) return out;
+  $("scope-rule").textContent = scope.rule;
+  if (!out) {
+    $("answered-by").textContent = T[`answered_${scope.kind}`] || "";
+    return out;
+  }
+  let sentence = T.scope_other_skin;
+  if (scope.reason === "not_skin") sentence = T.scope_not_skin;
+  else if (scope.reason === "no_model") sentence = T[`scope_no_model_${scope.kind}`];
+  else if (scope.reason === "not_made_for") sentence = T.scope_not_made_for;
+  $("scope-sentence").textContent = sentence;
+  const kinds = ["dermoscopic", "clinical"].filter((k) => scope.covers.includes(COVERS[k]));
+  $("scope-covers").textContent = fmt(T.scope_covers, {
+    covers: kinds.map((k) => T[`covers_${k}`]).join("; "),
+  });
+  $("scope-covers").hidden = !kinds.length;
+  return out;
+}
+
+// scope.covers as the API words them (runtime.scope.COVERS), to find their translations
+const COVERS = {
+  dermoscopic: "dermoscopic close-ups of skin lesions",
+  clinical: "camera or phone close-ups of skin lesions",
+};
+
 function render(result) {
   predictionId = result.id;
+  const out = renderScope(result);
   const badge = $("triage");
   const noTriage = result.triage.result === "unavailable";
-  badge.hidden = noTriage;
+  badge.hidden = noTriage || out;
   badge.dataset.triage = result.triage.result;
   badge.textContent = noTriage ? "" : TRIAGE[result.triage.result] || result.triage.result;
   badge.title = result.triage.rule;
@@ -170,13 +206,13 @@ function render(result) {
   $("no-triage-rule").textContent = noTriage ? result.triage.rule : "";
   $("triage-detail").hidden = noTriage; // a sum missing the unknown classes would mislead
   const note = $("uncertain");
-  note.hidden = !result.uncertain;
+  note.hidden = !result.uncertain || out;
   const reason = result.not_skin_reason ? fmt(T.not_skin_reason, { reason: result.not_skin_reason }) : "";
   note.textContent = result.not_skin
     ? `${fmt(T.not_skin, { reason })} ${T.not_skin_advice}`
     : T.low_confidence;
   renderShift(result.shift, result.shift_recent);
-  $("malignant-p").textContent = percent(result.triage.malignant_probability);
+  $("malignant-p").textContent = out ? "" : percent(result.triage.malignant_probability);
   $("triage-rule").textContent = result.triage.rule;
   renderTop(result.top);
   $("viewer-photo").src = previewUrl;
@@ -191,7 +227,7 @@ function render(result) {
   time.textContent = when(result.created_at);
   $("feedback-form").reset();
   const correct = $("correct-label");
-  if ([...correct.options].some((o) => o.value === result.top[0].code)) {
+  if (!out && [...correct.options].some((o) => o.value === result.top[0].code)) {
     correct.value = result.top[0].code;
   }
   correct.disabled = true;
@@ -199,7 +235,7 @@ function render(result) {
   $("feedback-submit").disabled = false;
   $("result-empty").hidden = true;
   $("result").hidden = false;
-  if (hasMap) drawHeatmap(heatmap, result.heatmap); // once shown, so it has its real width
+  if (hasMap && !out) drawHeatmap(heatmap, result.heatmap); // once shown, so it has its real width
 }
 
 async function analyse(event) {
