@@ -138,7 +138,7 @@ def prediction(source: str) -> Prediction:
 @pytest.fixture
 def fake_predict(monkeypatch):
     """Spies on `Router.installed`, `Predictor` (with --no-gate, both in `cli.predict_table`)
-    and `predict_folder` in `cli.commands`; `made` holds the router's or the predictor's arguments."""
+    and `predict_folder` in `cli.commands`; `made` holds the router's or predictor's arguments."""
     model = SimpleNamespace(bundle=SimpleNamespace(version="fake@0", info={}), shift=None)
     router = SimpleNamespace(pinned=model, routes={}, feature=model, shift=None)
     made = spy(monkeypatch, predict_table.Router, "installed", router)
