@@ -27,7 +27,7 @@ from dermalens.serve.db import make_sessions, migrate, open_database
 from dermalens.serve.inference import RecentShifts
 from dermalens.serve.middleware import BodyLimit, SecurityHeaders
 from dermalens.serve.ratelimit import RateLimits
-from dermalens.serve.routes import api_router, health, login, page
+from dermalens.serve.routes import api_router, health, lesion_page, login, page
 from dermalens.serve.settings import Settings
 
 logger = logging.getLogger("dermalens.serve")
@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(page.router)
     app.include_router(login.router)
+    app.include_router(lesion_page.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if _swagger_assets():
         _offline_docs(app, _swagger_assets())

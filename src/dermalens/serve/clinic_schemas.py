@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from dermalens.data.records import SEXES, SITES
+from dermalens.serve.lesion_change import VisitChange
 from dermalens.serve.schemas import FeedbackOut, PredictionOut
 
 
@@ -151,6 +152,14 @@ class LesionPrediction(BaseModel):
 class LesionHistory(BaseModel):
     lesion: LesionOut
     predictions: list[LesionPrediction] = Field(description="oldest visit first")
+    changes: list[VisitChange] = Field(
+        default_factory=list,
+        description="from each visit to the next (a visit's first prediction against the "
+        "previous visit's last), oldest first; see runtime.change for what each part measures",
+    )
+    changed_since_last_visit: bool = Field(
+        False, description="the latest visit's flag: the last entry of `changes`, if any"
+    )
 
 
 class VisitDetail(VisitOut):

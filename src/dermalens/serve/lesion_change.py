@@ -29,6 +29,7 @@ from dermalens.runtime.change import (
     since_last_visit,
 )
 from dermalens.runtime.predictor import Predictor
+from dermalens.serve.uploads import kept_path
 
 
 class ChangeParts(BaseModel):
@@ -135,3 +136,20 @@ def visit_changes(
             )
         )
     return changes
+
+
+def history_changes(
+    predictor: Predictor, timeline, uploads_dir: Path, scales: ChangeScales = DEFAULT_SCALES
+) -> list[VisitChange]:
+    """`visit_changes` over a lesion's stored (prediction, visit) timeline, oldest first."""
+    entries = [
+        Entry(
+            p.id,
+            v.id,
+            v.date,
+            malignant_probability(p.result),
+            kept_path(uploads_dir, p.image_file),
+        )
+        for p, v in timeline
+    ]
+    return visit_changes(predictor, entries, scales)

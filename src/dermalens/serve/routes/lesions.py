@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
+from dermalens.runtime.change import PRESETS
+from dermalens.runtime.predictor import Predictor
 from dermalens.serve import audit, patient_crud, uploads
 from dermalens.serve.clinic_deps import AUTH_ERRORS, LesionDep, PatientRecordDep, image_url
 from dermalens.serve.clinic_schemas import LesionHistory, LesionIn, LesionOut, LesionUpdate
-from dermalens.serve.deps import SessionDep, SettingsDep, StaffDep
+from dermalens.serve.deps import PredictorDep, SessionDep, SettingsDep, StaffDep
+from dermalens.serve.lesion_change import history_changes
+from dermalens.serve.settings import Settings
 
 router = APIRouter(prefix="/patients/{patient_id}/lesions", tags=["lesions"], responses=AUTH_ERRORS)
 NOT_FOUND = {404: {"description": "unknown patient or lesion id"}}
@@ -74,12 +78,30 @@ def delete_lesion(
 
 @router.get("/{lesion_id}/history", responses=NOT_FOUND)
 def lesion_history(
-    lesion: LesionDep, staff: StaffDep, session: SessionDep, request: Request
+    lesion: LesionDep,
+    staff: StaffDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    predictor: PredictorDep,
+    request: Request,
 ) -> LesionHistory:
-    """The lesion's predictions in time order (visit date, then time of upload)."""
-    filed = [
-        patient_crud.filed(p, v, image_url(lesion.patient_id, lesion.id, p.id))
-        for p, v in patient_crud.lesion_timeline(session, lesion.id)
-    ]
+    """The lesion's predictions in time order (visit date, then time of upload), the change
+    between consecutive visits and the "changed since last visit" flag."""
     audit.record(session, staff, request, "lesion", lesion.patient_id, lesion.id)
-    return LesionHistory(lesion=LesionOut.model_validate(lesion), predictions=filed)
+    return history_of(session, lesion, settings, predictor)
+
+
+def history_of(session, lesion, settings: Settings, predictor: Predictor) -> LesionHistory:
+    """The history body; the staff page (routes/lesion_page) renders the same one."""
+    timeline = patient_crud.lesion_timeline(session, lesion.id)
+    filed = [
+        patient_crud.filed(p, v, image_url(lesion.patient_id, lesion.id, p.id)) for p, v in timeline
+    ]
+    scales = PRESETS[settings.change_framing]
+    changes = history_changes(predictor, timeline, settings.uploads_dir, scales)
+    return LesionHistory(
+        lesion=LesionOut.model_validate(lesion),
+        predictions=filed,
+        changes=changes,
+        changed_since_last_visit=bool(changes) and changes[-1].changed_since_last_visit,
+    )

@@ -1,0 +1,92 @@
+"""A lesion's history with the change between visits: the API's `changes` and
+`changed_since_last_visit`, and the staff page (images in visit order, chart, flag).
+
+    nice -n 10 pytest tests/test_lesion_history.py -q
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from clinic_helpers import add_account, clinic_settings, file_image, log_in, new_patient, token_for
+from conftest import DEFAULT_MODEL
+from dermalens.serve.app import create_app
+from test_change import drawn
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def clinic(tmp_path_factory):
+    """The default model, change framing 'same' (follow-ups with the same zoom)."""
+    settings = clinic_settings(
+        tmp_path_factory.mktemp("history"), DEFAULT_MODEL, "", change_framing="same"
+    )
+    add_account(settings, "carla")
+    with TestClient(create_app(settings)) as client:
+        yield client, token_for(settings, "carla")
+
+
+def lesion_over(client, auth, images: list[bytes]) -> tuple[str, dict]:
+    """A patient with one lesion and one image per visit, a month apart; its history."""
+    patient = new_patient(client, auth, f"PT-{len(images)}-{id(images)}", birth_year=1960)
+    base = f"/api/v1/patients/{patient['id']}"
+    lesion = client.post(
+        f"{base}/lesions", json={"site": "back", "label": "left scapula"}, headers=auth
+    )
+    assert lesion.status_code == 201, lesion.text
+    lesion = lesion.json()
+    for month, data in enumerate(images, start=1):
+        visit = client.post(f"{base}/visits", json={"date": f"2026-0{month}-01"}, headers=auth)
+        file_image(client, auth, patient["id"], lesion["id"], visit.json()["id"], data)
+    path = f"/patients/{patient['id']}/lesions/{lesion['id']}"
+    history = client.get(f"/api/v1{path}/history", headers=auth)
+    assert history.status_code == 200, history.text
+    return path, history.json()
+
+
+def test_history_scores_each_visit_against_the_one_before(clinic, fixture_images):
+    client, auth = clinic
+    same, other = fixture_images[0].read_bytes(), fixture_images[4].read_bytes()
+    _, history = lesion_over(client, auth, [same, same, other])
+    first, second = history["changes"]
+    assert [c["after_date"] for c in history["changes"]] == ["2026-02-01", "2026-03-01"]
+    assert first["change"]["structure"] < 1e-3 and first["change"]["colour"] < 1
+    assert not first["changed_since_last_visit"] and first["reasons"] == []
+    assert second["change"]["structure"] > first["change"]["structure"]
+    assert second["change"]["score"] > first["change"]["score"]
+    assert history["changed_since_last_visit"] == second["changed_since_last_visit"]
+    ids = [p["prediction_id"] for p in history["predictions"]]
+    assert [c["after_prediction_id"] for c in history["changes"]] == ids[1:]
+
+
+def test_growth_is_flagged_on_the_page(clinic):
+    client, auth = clinic
+    path, history = lesion_over(client, auth, [jpeg(drawn(20)), jpeg(drawn(20 * 1.5))])
+    (change,) = history["changes"]
+    assert change["change"]["growth"] > change["change"]["growth_limit"]
+    assert history["changed_since_last_visit"]
+    assert any(r.startswith("lesion area grew by") for r in change["reasons"])
+
+    assert client.get(path, follow_redirects=False).status_code == 303  # not signed in
+    assert log_in(client, "carla").status_code == 303
+    page = client.get(path)
+    assert page.status_code == 200 and "Changed since last visit" in page.text
+    images = re.findall(r'<img src="([^"]+)"', page.text)
+    assert images == [p["image_url"] for p in history["predictions"]]  # visit order
+    assert client.get(images[0]).status_code == 200  # the session cookie reads them
+    assert (
+        'polyline class="malignant"' in page.text
+        and page.text.count('<circle class="malignant"') == 2
+    )
+    assert page.text.count("<tr><td>2026-") == 1  # one row of changes
+    client.cookies.clear()
