@@ -47,6 +47,9 @@ def parse_args(argv):
     p.add_argument("--external", nargs="*", default=[])
     p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--sensitivity", type=float, default=Targets().sensitivity)
+    p.add_argument(
+        "--limit", type=int, default=0, help="malignant images to corrupt per part (0: all)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/operating-points"))
     return p.parse_args(argv)
@@ -81,6 +84,15 @@ def corrupted_sensitivity(predictor, runs, threshold) -> dict:
     return out
 
 
+def malignant(predictor, table, limit: int):
+    """The table's malignant rows, thinned to `limit` evenly spaced ones (by class, id)."""
+    rows = table[predictor.malignant_mask[table["label"].map(predictor.bundle.classes.index)]]
+    rows = rows.sort_values(["label", "image_id"])
+    if limit and limit < len(rows):
+        rows = rows.iloc[np.unique(np.linspace(0, len(rows) - 1, limit).round().astype(int))]
+    return rows.reset_index(drop=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -92,16 +104,13 @@ def main(argv=None) -> int:
     test = test[test["split"] == "test"].reset_index(drop=True)
     mal = predictor.malignant_mask
     val_p, val_mal, _ = clean(predictor, val)
-    val_malignant = val[mal[val["label"].map(predictor.bundle.classes.index)]]
+    val_malignant = malignant(predictor, val, args.limit)
     val_runs = corrupted_runs(predictor, val_malignant, severities=severities)
     shipped = predictor.triage_at
     pooled, report = triage_under_shift(val_p, val_mal, val_runs, mal, args.sensitivity)
     test_p, test_mal, test_away = clean(predictor, test)
-    test_runs = corrupted_runs(
-        predictor,
-        test[mal[test["label"].map(predictor.bundle.classes.index)]],
-        severities=severities,
-    )
+    test_malignant = malignant(predictor, test, args.limit)
+    test_runs = corrupted_runs(predictor, test_malignant, severities=severities)
     result = {
         "command": shlex.join(["python", "benchmarks/operating_points.py", *sys.argv[1:]]),
         "model": predictor.bundle.version,
