@@ -128,12 +128,13 @@ class Router:
         sex: str | None = None,
         site: str | None = None,
         tta: bool | None = None,
+        **extra,
     ) -> Prediction:
-        """Gate, then the model made for the image (or an out-of-scope answer)."""
+        """Gate, then the model made for the image (or an out-of-scope answer). `extra`
+        keywords (a clinical model's further inputs) go to a routed model's `predict`."""
+        given = {"top_k": top_k, "explain": explain, "age": age, "sex": sex, "site": site}
         if self.gate is None:  # no gate installed: the one model answers, as before
-            return (self.pinned or self.feature).predict(
-                source, top_k, explain, age, sex, site, tta
-            )
+            return (self.pinned or self.feature).predict(source, **given, tta=tta, **extra)
         x = self.feature.prepare(source)[None]
         meta = self.feature.meta_vector(age, sex, site)
         name = str(source) if isinstance(source, str | Path) else ""
@@ -147,7 +148,7 @@ class Router:
         if target is self.feature:
             result = target.predict_input(x, meta, top_k, explain, tta, name, forwarded)
         else:
-            result = target.predict(source, top_k, explain, age, sex, site, tta)
+            result = target.predict(source, **given, tta=tta, **extra)
             result.source = name
         return self.answered(result, decision, target)
 
@@ -158,7 +159,7 @@ class Router:
         its `pixel_stats`), image only; a path routed elsewhere is decoded again there."""
         logits, fmap = self.feature.forward(batch)
         if self.gate is None and self.pinned is not None:
-            return [self.pinned.predict(p, top_k) for p in paths]
+            return [self.pinned.predict(p, top_k=top_k) for p in paths]
         decisions = self.decide(batch, fmap, stats) if self.gate is not None else None
         probs = self.feature.calibrated(logits)
         ood = self.feature.ood_check(batch, fmap, stats)
@@ -179,7 +180,7 @@ class Router:
                 )
                 result.tta = bool(target.tta)
             else:
-                result = target.predict(path, top_k)
+                result = target.predict(path, top_k=top_k)
             result.source = str(path)
             if decisions is not None and not isinstance(target, Prediction):
                 result = self.answered(result, decisions[j], target)
