@@ -2,21 +2,21 @@
 
     python -m dermalens.evaluation.scope_fit [--out src/dermalens/bundled/gate] [--cache DIR]
 
-Dermoscopic against clinical: a logistic regression on the feature model's pooled
-features and `scope_stats`, fitted on the HAM10000 training part (dermoscopic, split
-`benchmarks/splits/ham10000-seed0.csv`) against the PAD-UFES-20 training part (clinical,
-patient-grouped fold 0 of the clinical model's cross-validation,
-`benchmarks/splits/pad-ufes20-cv0.csv`),
-C chosen on the validation parts; `dermoscopic_at` is the quantile of HAM10000 validation
-probabilities that keeps `Targets.max_ham_away` of them from being routed away.
-The lesion score's bank is the PAD-UFES-20 training part; its threshold is the quantile of
-the held-out lesion scores (validation images, and training images scored without any image
-of their own patient) that turns away `max_pad_away` of them. The colour judge's bank is
-both kinds' training images. Synthetic photos made from PAD-UFES-20 training images
-(`synthetic_other_skin`: mosaics of many lesions, a lesion far away on a wide field of skin,
-lesion-free skin, drawn rashes and hair) and the probe images are scored in the report;
-no real photo of a rash, nail or hair is used (none is licensed for training), and DermNet
-NZ plays no part.
+The dermoscopic score's bank is a class-balanced sample of the HAM10000 training part
+(split `benchmarks/splits/ham10000-seed0.csv`); its threshold `derm_above` is the quantile
+of HAM10000 validation scores that leaves `Targets.max_ham_away` of them out. The lesion
+score's bank is the PAD-UFES-20 training part (the clinical model's cross-validation fold
+0, `benchmarks/splits/pad-ufes20-cv0.csv`); `lesion_above` is the quantile of held-out
+lesion scores (validation images, and training images scored without any image of their
+own patient) that leaves `max_pad_away` of them out. The logistic regression (dermoscopic
+against clinical, on pooled features and `scope_stats`) is fitted on both training parts,
+C chosen on validation log loss; `kind_at` is the highest cut that sends at most
+`max_ham_to_clinical` of HAM10000 validation images to the clinical model. The colour
+judge's bank is both kinds' training images. Synthetic photos made from PAD-UFES-20
+training images (`synthetic_other_skin`: mosaics of many lesions, a lesion far away on a
+wide field of skin, lesion-free skin, drawn rashes and hair) and the probe images are
+scored in the report; no real photo of a rash, nail or hair is used (none is licensed for
+training), and DermNet NZ plays no part.
 """
 
 from __future__ import annotations

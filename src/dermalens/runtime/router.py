@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dermalens.bundle import load_bundle
+from dermalens.bundle import BundleError, load_bundle
 from dermalens.imageio import ImageSource
 from dermalens.runtime.ood import pixel_stats, pooled
 from dermalens.runtime.predictor import Prediction, Predictor
@@ -70,6 +70,12 @@ class Router:
         gate = load_gate() if gate == "bundled" else gate
         feature_name = gate.feature_model if gate is not None else "default"
         feature = Predictor(BUNDLED / feature_name, **options)
+        fitted = gate.info.get("feature_model_version") if gate is not None else None
+        if fitted and fitted != feature.bundle.version:
+            raise BundleError(
+                f"the scope gate was fitted on {fitted}'s features but bundled/{feature_name} "
+                f"is {feature.bundle.version}: refit it (python -m dermalens.evaluation.scope_fit)"
+            )
         routes = {}
         for kind, folder in (gate.routes if gate is not None else {}).items():
             if folder == feature_name:

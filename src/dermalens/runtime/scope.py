@@ -14,13 +14,16 @@ Before any classifier answers, each image is put in one of four kinds:
 It reads the pooled features of the gate's feature model (the default bundle, whose
 forward pass the dermoscopic answer needs anyway) and simple image statistics
 (`scope_stats`: dark corners and the round field of dermoscopy, uniform illumination,
-saturation). Dermoscopic against clinical is a logistic regression fitted on HAM10000
-(dermoscopic) against PAD-UFES-20 (clinical) training images. There are no licensed
-images of rashes, nails or hair, so `other_skin` is outlier detection: the cosine
-distance to the k-th nearest PAD-UFES-20 training image in the same feature space,
-divided by its median, above a quantile of held-out lesion scores. Every threshold is
-chosen on validation parts (`evaluation.scope_fit`); each model's own OOD check still
-runs after the gate (`runtime.router`).
+saturation). Two outlier scores, each the cosine distance to the k-th nearest training
+lesion divided by its median: the dermoscopic score against HAM10000 training images and
+the lesion score against PAD-UFES-20 (clinical) training images. An image within the
+threshold of one kind is that kind; within both, a logistic regression fitted on HAM10000
+against PAD-UFES-20 training images decides; within neither, it is `other_skin`. There
+are no licensed images of rashes, nails or hair, so `other_skin` is only "unlike every
+lesion close-up in training", never a class learnt from examples. Colours unlike both sets
+mean `not_skin`. Every threshold is a quantile of validation scores
+(`evaluation.scope_fit`); each model's own OOD check still runs after the gate
+(`runtime.router`).
 
 The fit lives in `gate.npz` beside `gate.json` (thresholds, the hashes of the npz and of
 the feature model's weights, which model answers which kind, and the fit's report).
