@@ -232,3 +232,20 @@ def test_no_english_sentence_is_left_on_the_page(client, lang):
     english_page = client.get("/").text.replace("&#39;", "'")
     assert sum(sentence in english_page for sentence in english) >= 20  # the check has teeth
     assert f'<html lang="{lang}">' in page
+
+
+def test_staff_pages_and_patient_errors_in_a_second_language(client):
+    login = client.get("/login", headers={"Accept-Language": "pt-BR"})
+    assert login.status_code == 200
+    assert '<html lang="pt">' in login.text and "Acesso da equipe" in login.text
+    assert ">Entrar</button>" in login.text
+    wrong = client.post(
+        "/login",
+        data={"username": "nobody", "password": "x", "csrf_token": "forged"},
+        headers={"Accept-Language": "es"},
+    )
+    assert wrong.status_code == 403
+    assert "El formulario caducó o vino de otro sitio" in wrong.text
+    patients = client.get("/api/v1/patients", headers={"Accept-Language": "de"})
+    assert patients.status_code == 401
+    assert patients.json()["detail"].startswith("Anmeldung erforderlich: Melden Sie sich")

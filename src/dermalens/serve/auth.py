@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 from dermalens.serve import accounts
 from dermalens.serve.account_tables import StaffRecord
 from dermalens.serve.csrf import HEADER, cookie_name
+from dermalens.serve.i18n import N_, _
 from dermalens.serve.settings import Settings
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-LOGIN_NEEDED = (
+LOGIN_NEEDED = N_(
     "authentication required: log in at /login, or send 'Authorization: Bearer <token>' "
     "with a staff API token"
 )
@@ -56,34 +57,39 @@ def authenticate(
         if staff is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "invalid or revoked API token",
+                _("invalid or revoked API token"),
                 headers={"WWW-Authenticate": "Bearer"},
             )
     else:
         cookie = request.cookies.get(session_cookie(settings))
         if not cookie:
             raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, LOGIN_NEEDED, headers={"WWW-Authenticate": "Bearer"}
+                status.HTTP_401_UNAUTHORIZED,
+                _(LOGIN_NEEDED),
+                headers={"WWW-Authenticate": "Bearer"},
             )
         idle = timedelta(minutes=settings.session_idle_minutes)
         staff = accounts.staff_for_session(session, cookie, idle)
         if staff is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "session expired; log in again")
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, _("session expired; log in again"))
         if csrf_header and request.method not in SAFE_METHODS:
             csrf = request.app.state.csrf
             if not csrf.valid(request, request.headers.get(HEADER)):
                 raise HTTPException(
                     status.HTTP_403_FORBIDDEN,
-                    f"missing or invalid CSRF token: send the {HEADER} header given by the page",
+                    _("missing or invalid CSRF token: send the %(header)s header given by the page")
+                    % {"header": HEADER},
                 )
     if staff is None or staff.disabled:
         name = staff.username if staff else "?"
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"account {name!r} is disabled")
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, _("account %(name)s is disabled") % {"name": repr(name)}
+        )
     session.commit()  # last use of the token or session
     return staff
 
 
 def require_admin(staff: StaffRecord) -> StaffRecord:
     if staff.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin account")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, _("this needs an admin account"))
     return staff

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, status
 
 from dermalens.serve import patient_crud
 from dermalens.serve.deps import SessionDep, StaffDep
+from dermalens.serve.i18n import N_, _
 from dermalens.serve.tables import LesionRecord, PatientRecord, VisitRecord
 
 AUTH_ERRORS = {
@@ -17,8 +18,15 @@ AUTH_ERRORS = {
 }
 
 
+MISSING = {
+    "patient": N_("patient %(id)s not found"),
+    "lesion": N_("lesion %(id)s not found"),
+    "visit": N_("visit %(id)s not found"),
+}
+
+
 def _missing(what: str, record_id: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {record_id!r} not found")
+    return HTTPException(status.HTTP_404_NOT_FOUND, _(MISSING[what]) % {"id": repr(record_id)})
 
 
 def path_patient(patient_id: str, staff: StaffDep, session: SessionDep) -> PatientRecord:

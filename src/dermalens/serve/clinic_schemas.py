@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from dermalens.data.records import SEXES, SITES
+from dermalens.serve.i18n import N_, _
 from dermalens.serve.lesion_change import VisitChange
 from dermalens.serve.schemas import FeedbackOut, PredictionOut
 
@@ -32,10 +33,17 @@ ClinicId = Annotated[
 Note = Annotated[str | None, Field(max_length=2000, examples=["referred by GP"])]
 
 
+# validators run inside the request, so `_` words them in its language
+UNKNOWN = {
+    "sex": N_("unknown sex %(value)s; use one of %(allowed)s"),
+    "site": N_("unknown site %(value)s; use one of %(allowed)s"),
+}
+
+
 def _one_of(value: str | None, allowed: tuple[str, ...], what: str) -> str | None:
     value = (value or "").strip().lower() or None
     if value is not None and value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}; use one of {list(allowed)}")
+        raise ValueError(_(UNKNOWN[what]) % {"value": repr(value), "allowed": list(allowed)})
     return value
 
 

@@ -91,16 +91,20 @@ def quick_check(
     if not settings.anonymous_predictions:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "the anonymous quick check is off on this server: log in at /login, or send "
-            "'Authorization: Bearer <token>' with a staff API token",
+            _(
+                "the anonymous quick check is off on this server: log in at /login, or send "
+                "'Authorization: Bearer <token>' with a staff API token"
+            ),
             headers={"WWW-Authenticate": "Bearer"},
         )
     request.app.state.rate_limits.check(
         settings.anonymous_rate_limit,
         "predict",
         client_address(request, settings.trusted_proxies),
-        "too many predictions from this address without an account (limit {rule}); "
-        "try again in {seconds} s",
+        _(
+            "too many predictions from this address without an account (limit {rule}); "
+            "try again in {seconds} s"
+        ),
     )
 
 

@@ -82,10 +82,13 @@ STARLETTE = [N_("Not Found"), N_("Method Not Allowed")]
 def message(error: dict) -> str:
     """The error's sentence in the current language."""
     template = VALIDATION.get(str(error.get("type")))
+    context = dict(error.get("ctx") or {})
+    if error.get("type") == "value_error" and i18n.current() != i18n.DEFAULT and context:
+        return str(context.get("error", error.get("msg")))  # our validator's own words
     if i18n.current() == i18n.DEFAULT or template is None:
         return str(error.get("msg", "invalid"))
     try:
-        return _(template) % dict(error.get("ctx") or {})
+        return _(template) % context
     except (KeyError, TypeError, ValueError):  # a context without the expected values
         return str(error.get("msg", "invalid"))
 

@@ -20,6 +20,7 @@ from dermalens.serve.clinic_schemas import (
     PatientOut,
     VisitOut,
 )
+from dermalens.serve.i18n import N_, _
 from dermalens.serve.schemas import FeedbackOut, PredictionOut
 from dermalens.serve.tables import (
     FeedbackRecord,
@@ -32,6 +33,9 @@ from dermalens.serve.tables import (
 
 class Conflict(ValueError):
     """The change clashes with what is stored (a taken clinic id, a visit of another patient)."""
+
+
+PATIENT_EXISTS = N_("a patient with clinic_id %(id)s already exists")
 
 
 def new_id() -> str:
@@ -50,7 +54,7 @@ def find_patient(session: Session, clinic_id: str) -> PatientRecord | None:
 def add_patient(session: Session, body: BaseModel) -> PatientRecord:
     values = body.model_dump()
     if find_patient(session, values["clinic_id"]) is not None:
-        raise Conflict(f"a patient with clinic_id {values['clinic_id']!r} already exists")
+        raise Conflict(_(PATIENT_EXISTS) % {"id": repr(values["clinic_id"])})
     patient = PatientRecord(id=new_id(), **values)
     session.add(patient)
     session.flush()
@@ -60,7 +64,7 @@ def add_patient(session: Session, body: BaseModel) -> PatientRecord:
 def update_patient(session: Session, patient: PatientRecord, body: BaseModel) -> PatientRecord:
     clinic_id = getattr(body, "clinic_id", None)
     if clinic_id and clinic_id != patient.clinic_id and find_patient(session, clinic_id):
-        raise Conflict(f"a patient with clinic_id {clinic_id!r} already exists")
+        raise Conflict(_(PATIENT_EXISTS) % {"id": repr(clinic_id)})
     if "clinic_id" in body.model_fields_set and clinic_id is None:
         body = body.model_copy(update={"clinic_id": patient.clinic_id})
     _apply(patient, body)
@@ -117,7 +121,7 @@ def patient_of_lesion(session: Session, lesion_id: str) -> str | None:
 def visit_of(session: Session, lesion: LesionRecord, visit_id: str) -> VisitRecord:
     visit = child(session, VisitRecord, visit_id, lesion.patient_id)
     if visit is None:
-        raise Conflict(f"visit {visit_id!r} is not a visit of this patient")
+        raise Conflict(_("visit %(id)s is not a visit of this patient") % {"id": repr(visit_id)})
     return visit
 
 
@@ -126,7 +130,9 @@ def attach(
 ) -> None:
     """File a prediction under a lesion at a visit (the same patient's); refiling is allowed."""
     if prediction.lesion_id is not None and prediction.lesion_id != lesion.id:
-        raise Conflict(f"prediction {prediction.id!r} is filed under another lesion")
+        raise Conflict(
+            _("prediction %(id)s is filed under another lesion") % {"id": repr(prediction.id)}
+        )
     prediction.lesion_id, prediction.visit_id = lesion.id, visit.id
     session.flush()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.responses import HTMLResponse
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Undefined, select_autoescape
 
 from dermalens.serve import i18n
 
@@ -20,11 +20,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 @functools.cache
-def environment() -> Environment:
+def environment(strict: bool = True) -> Environment:
+    """The environment; `strict=False` lets a template test a variable it was not given
+    (`{% if new_token %}`), as Starlette's `Jinja2Templates(env=...)` pages do."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(["html", "xml"]),
-        undefined=StrictUndefined,  # a misspelt variable fails the test, not the patient
+        # a misspelt variable fails the test, not the patient
+        undefined=StrictUndefined if strict else Undefined,
         extensions=["jinja2.ext.i18n"],
         trim_blocks=True,
         lstrip_blocks=True,
@@ -39,6 +42,7 @@ def environment() -> Environment:
         percent=i18n.percent,
         number=i18n.number,
         when=i18n.when,
+        language=i18n.current,  # `{{ language() }}`: for pages rendered without `lang`
     )
     return env
 

@@ -28,6 +28,7 @@ from dermalens.serve.deps import (
     SettingsDep,
     StaffDep,
 )
+from dermalens.serve.i18n import _
 from dermalens.serve.routes.predictions import ERRORS
 from dermalens.serve.schemas import Patient
 from dermalens.serve.tables import LesionRecord, PatientRecord, PredictionRecord, VisitRecord
@@ -66,7 +67,8 @@ def filed_prediction(session, lesion: LesionRecord, prediction_id: str) -> Predi
     if record is None or record.lesion_id != lesion.id:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
-            f"prediction {prediction_id!r} not found under lesion {lesion.id!r}",
+            _("prediction %(id)s not found under lesion %(lesion)s")
+            % {"id": repr(prediction_id), "lesion": repr(lesion.id)},
         )
     return record
 
@@ -132,7 +134,10 @@ def attach_prediction(
     """File an earlier prediction (e.g. a quick check) under this lesion at a visit."""
     record = session.get(PredictionRecord, prediction_id)
     if record is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"prediction {prediction_id!r} not found")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            _("prediction %(id)s not found") % {"id": repr(prediction_id)},
+        )
     visit = visit_for(session, lesion, body.visit_id)
     try:
         patient_crud.attach(session, record, lesion, visit)
@@ -160,7 +165,8 @@ def read_image(
     path = uploads.kept_path(settings.uploads_dir, record.image_file)
     if path is None:
         raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"prediction {prediction_id!r} has no kept image"
+            status.HTTP_404_NOT_FOUND,
+            _("prediction %(id)s has no kept image") % {"id": repr(prediction_id)},
         )
     audit.record(session, staff, request, "image", lesion.patient_id, record.id)
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -7,7 +7,6 @@ per client address and lock the account after repeated failures (`serve.accounts
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
@@ -17,19 +16,22 @@ from fastapi.templating import Jinja2Templates
 from dermalens.serve import accounts, audit, auth
 from dermalens.serve.account_tables import StaffRecord
 from dermalens.serve.deps import SessionDep, SettingsDep
+from dermalens.serve.i18n import N_, _
 from dermalens.serve.ratelimit import client_address
 from dermalens.serve.settings import Settings
+from dermalens.serve.templating import environment
 
 router = APIRouter(include_in_schema=False)
-TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
+# the pages speak the request's language: the gettext environment of serve.templating
+TEMPLATES = Jinja2Templates(env=environment(strict=False))
 CSP = (
     "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-FORM_EXPIRED = "The form expired or came from another site; reload the page and try again."
-WRONG = "Wrong user name or password."
-DISABLED = "This account is disabled; ask an administrator."
-LOCKED = "Too many failed logins: this account is locked until {until} UTC."
+FORM_EXPIRED = N_("The form expired or came from another site; reload the page and try again.")
+WRONG = N_("Wrong user name or password.")
+DISABLED = N_("This account is disabled; ask an administrator.")
+LOCKED = N_("Too many failed logins: this account is locked until %(until)s UTC.")
 Text = Annotated[str, Form(max_length=1024)]
 
 
@@ -84,13 +86,13 @@ def login(
     """Check the password; on success start a session and go to `next`."""
     again = {"next": safe_next(next), "username": username}
     if not request.app.state.csrf.valid(request, csrf_token):
-        return login_page(request, settings, 403, error=FORM_EXPIRED, **again)
+        return login_page(request, settings, 403, error=_(FORM_EXPIRED), **again)
     try:
         request.app.state.rate_limits.check(
             settings.login_rate_limit,
             "login",
             client_address(request, settings.trusted_proxies),
-            "Too many login attempts from this address; try again in {seconds} s.",
+            _("Too many login attempts from this address; try again in {seconds} s."),
         )
     except HTTPException as exc:
         page = login_page(request, settings, 429, error=exc.detail, **again)
@@ -101,10 +103,10 @@ def login(
         audit.record(session, None, request, "account", action=result.reason, username=username)
         if result.reason == "locked":
             until = result.locked_until.strftime("%Y-%m-%d %H:%M")
-            return login_page(request, settings, 403, error=LOCKED.format(until=until), **again)
+            return login_page(request, settings, 403, error=_(LOCKED) % {"until": until}, **again)
         if result.reason == "disabled":
-            return login_page(request, settings, 403, error=DISABLED, **again)
-        return login_page(request, settings, 401, error=WRONG, **again)
+            return login_page(request, settings, 403, error=_(DISABLED), **again)
+        return login_page(request, settings, 401, error=_(WRONG), **again)
     cookie = accounts.start_session(session, result.staff, timedelta(hours=settings.session_hours))
     audit.record(session, result.staff, request, "account", action="login")
     response = RedirectResponse(again["next"], status_code=status.HTTP_303_SEE_OTHER)
@@ -125,7 +127,7 @@ def logout(
 ) -> Response:
     """End the session."""
     if not request.app.state.csrf.valid(request, csrf_token):
-        return login_page(request, settings, 403, error=FORM_EXPIRED)
+        return login_page(request, settings, 403, error=_(FORM_EXPIRED))
     staff = signed_in(request, session, settings)
     cookie = request.cookies.get(auth.session_cookie(settings))
     if cookie:
@@ -168,7 +170,7 @@ def make_token(
             request,
             "login.html",
             403,
-            error=FORM_EXPIRED,
+            error=_(FORM_EXPIRED),
             next="/account",
             username=staff.username,
             anonymous=settings.anonymous_predictions,

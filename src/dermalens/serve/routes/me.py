@@ -8,6 +8,7 @@ from dermalens.serve import accounts, audit
 from dermalens.serve.account_schemas import StaffOut, TokenCreated, TokenIn, TokenOut
 from dermalens.serve.clinic_deps import AUTH_ERRORS
 from dermalens.serve.deps import SessionDep, StaffDep
+from dermalens.serve.i18n import _
 
 router = APIRouter(prefix="/me", tags=["accounts"], responses=AUTH_ERRORS)
 
@@ -42,6 +43,8 @@ def create_token(
 def revoke_token(token_id: int, staff: StaffDep, session: SessionDep, request: Request) -> Response:
     """Revoke one of your tokens; it stops working at once."""
     if accounts.revoke_token(session, staff, token_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"token {token_id} not found")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, _("token %(id)s not found") % {"id": token_id}
+        )
     audit.record(session, staff, request, "token", resource_id=str(token_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

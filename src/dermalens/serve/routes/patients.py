@@ -14,6 +14,7 @@ from dermalens.serve import audit, patient_crud, uploads
 from dermalens.serve.clinic_deps import AUTH_ERRORS, PatientRecordDep, conflict
 from dermalens.serve.clinic_schemas import PatientExport, PatientIn, PatientOut, PatientUpdate
 from dermalens.serve.deps import SessionDep, SettingsDep, StaffDep
+from dermalens.serve.i18n import _
 
 router = APIRouter(prefix="/patients", tags=["patients"], responses=AUTH_ERRORS)
 NOT_FOUND = {404: {"description": "unknown patient id"}}
@@ -33,7 +34,8 @@ def create_patient(
     except IntegrityError:  # the same clinic id created at the same moment
         session.rollback()
         raise HTTPException(
-            status.HTTP_409_CONFLICT, f"a patient with clinic_id {body.clinic_id!r} already exists"
+            status.HTTP_409_CONFLICT,
+            _(patient_crud.PATIENT_EXISTS) % {"id": repr(body.clinic_id)},
         ) from None
     response.headers["Location"] = str(request.url_for("read_patient", patient_id=patient.id))
     return PatientOut.model_validate(patient)
