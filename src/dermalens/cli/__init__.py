@@ -1,6 +1,7 @@
 """`dermalens` command line: a thin shim over the library.
 
 dermalens predict IMAGE_OR_FOLDER...       # bundled default model
+dermalens predict-batch SOURCE --out DIR [--address ray://HOST:10001]   # Ray Data, Parquet
 dermalens train [config.json] key=value ...
 dermalens evaluate MODEL DATA [--split test --split-file runs/x/split.csv]
 dermalens export MODEL [--check-images DIR] [--precision fp32 --data DATA --split-file S]
