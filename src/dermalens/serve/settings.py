@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # TrueType font of the PDF reports (Debian's fonts-dejavu-core); a -Bold file beside it
     # is used for headings when present
     report_font: Path = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    # FHIR Patient.identifier.system of the clinic's own patient ids (e.g. urn:oid:...); the
+    # visit reports name the patient by that identifier only
+    fhir_patient_system: str = "urn:dermalens:clinic-patient-id"
     # the shift warning's batch test runs over this many latest requests (per process)
     shift_window: int = Field(50, ge=1, le=100_000)
     # Access control (staff accounts, patient records; README "For a clinic").

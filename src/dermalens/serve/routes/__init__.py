@@ -12,6 +12,7 @@ from dermalens.serve.routes import (
     model,
     patients,
     predictions,
+    visit_documents,
     visits,
 )
 
@@ -24,5 +25,6 @@ api_router.include_router(patients.router)
 api_router.include_router(lesions.router)
 api_router.include_router(lesion_images.router)
 api_router.include_router(visits.router)
+api_router.include_router(visit_documents.router)
 api_router.include_router(me.router)
 api_router.include_router(audit_log.router)
