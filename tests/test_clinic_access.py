@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 
 import pytest
@@ -238,3 +239,27 @@ def test_audit_log_export_is_for_admins(clinic):
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert [r["action"] for r in rows][-1] == "export"  # the JSON export above was logged
     assert {r["patient_id"] for r in rows} >= {patient["id"]}
+
+
+def test_page_needs_a_login_when_the_quick_check_is_off(tmp_path, tiny_bundle, fixture_images):
+    client, _ = app_client(tmp_path, tiny_bundle, anonymous_predictions=False)
+    with client:
+        page = client.get("/", follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/"
+        log_in(client, "carla")
+        page = client.get("/")
+        token = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text).group(1)
+        data = fixture_images[0].read_bytes()
+        assert quick_check(client, data).status_code == 403  # the cookie alone is not enough
+        assert quick_check(client, data, **{"X-CSRF-Token": token}).status_code == 201
+
+
+def test_details_and_login_page_in_the_readers_language(clinic):
+    client, _ = clinic
+    german = client.get("/api/v1/patients", headers={"Accept-Language": "de"})
+    assert german.status_code == 401
+    assert german.json()["detail"].startswith("Anmeldung erforderlich: Melden Sie sich unter")
+    page = client.get("/login?lang=pt")
+    assert 'lang="pt"' in page.text and "Nome de usuário" in page.text
+    wrong = log_in(client, "carla", "not the password")  # the lang cookie is remembered
+    assert "Nome de usuário ou senha incorretos." in wrong.text

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from urllib.parse import quote_plus
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from dermalens.data.records import SEXES, SITES
 from dermalens.runtime.predictor import DISCLAIMER, NOT_SKIN_ADVICE
-from dermalens.serve.deps import PredictorDep, SettingsDep
+from dermalens.serve import auth
+from dermalens.serve.deps import PredictorDep, SessionDep, SettingsDep
 from dermalens.serve.i18n import N_, _, pgettext
 from dermalens.serve.localize import class_name
 from dermalens.serve.templating import render
@@ -120,12 +121,20 @@ def options(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(predictor: PredictorDep, settings: SettingsDep) -> HTMLResponse:
+def index(
+    predictor: PredictorDep, settings: SettingsDep, request: Request, session: SessionDep
+) -> Response:
     """The web page: upload or photograph a lesion, see the result, give feedback."""
+    signed_in = _signed_in(request, session, settings)
+    if not settings.anonymous_predictions and not signed_in:
+        return RedirectResponse("/login?next=/", status_code=status.HTTP_303_SEE_OTHER)
+    # A signed-in page's POSTs carry the session cookie, so they need the CSRF token
+    # (serve.csrf); an anonymous visitor gets no cookie at all.
+    csrf, new_cookie = request.app.state.csrf.token(request) if signed_in else ("", None)
     bundle, pre = predictor.bundle, predictor.pre
     feedback_classes = [*bundle.classes, *(["unk"] if "unk" not in bundle.classes else [])]
     names = dict(zip(bundle.classes, predictor.names))
-    return render(
+    response = render(
         "index.html",
         headers={"Content-Security-Policy": CSP},
         model_name=bundle.name,
@@ -139,4 +148,15 @@ def index(predictor: PredictorDep, settings: SettingsDep) -> HTMLResponse:
         site_options=options([(s, word(SITE_WORDS, s)) for s in SITES]),
         class_options=options([(c, class_name(c, names.get(c))) for c in feedback_classes]),
         strings=browser_strings(),
+        csrf_token=csrf,
     )
+    request.app.state.csrf.set_cookie(response, new_cookie)
+    return response
+
+
+def _signed_in(request: Request, session, settings) -> bool:
+    try:
+        auth.authenticate(request, session, settings, None)
+    except HTTPException:
+        return False
+    return True

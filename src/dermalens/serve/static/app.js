@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 // browser_strings), and numbers and dates are written for that language with Intl.
 const T = JSON.parse(document.getElementById("strings").textContent);
 const LANG = document.documentElement.lang || "en";
+const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
 const TRIAGE = {
   benign: T.triage_benign,
   malignant: T.triage_malignant,
@@ -257,7 +258,8 @@ async function analyse(event) {
     // overlay=false: the small CAM grid only, coloured here (drawHeatmap), not a PNG
     const response = await fetch(`${API}/predictions?explain=true&overlay=false`, {
       method: "POST",
-      headers: { "Accept-Language": LANG }, // errors and class names in the page's language
+      // errors and class names in the page's language; the CSRF token for a signed-in session
+      headers: { "Accept-Language": LANG, "X-CSRF-Token": CSRF },
       body: form,
     });
     const body = await response.json().catch(() => ({}));
@@ -286,7 +288,7 @@ async function sendFeedback(event) {
   try {
     const response = await fetch(`${API}/predictions/${predictionId}/feedback`, {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Accept-Language": LANG },
+      headers: { "Content-Type": "application/json", "Accept-Language": LANG, "X-CSRF-Token": CSRF },
       body: JSON.stringify(body),
     });
     const answer = await response.json().catch(() => ({}));
