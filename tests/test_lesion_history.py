@@ -88,5 +88,19 @@ def test_growth_is_flagged_on_the_page(clinic):
         'polyline class="malignant"' in page.text
         and page.text.count('<circle class="malignant"') == 2
     )
-    assert page.text.count("<tr><td>2026-") == 1  # one row of changes
+    assert page.text.count("<tr><td>") == 1  # one row of changes
+    client.cookies.clear()
+
+
+def test_the_page_in_a_second_language(clinic):
+    """The lesion page speaks the reader's language: words, class names, dates, numbers."""
+    client, auth = clinic
+    path, history = lesion_over(client, auth, [jpeg(drawn(20)), jpeg(drawn(20 * 1.5))])
+    assert log_in(client, "carla").status_code == 303
+    page = client.get(path, headers={"Accept-Language": "de"})
+    assert page.status_code == 200 and '<html lang="de">' in page.text
+    assert "Seit dem letzten Besuch verändert." in page.text
+    assert "die Fläche der Hautveränderung ist um " in page.text  # the reason, reworded
+    assert "Veränderung zwischen Besuchen" in page.text and "Jan. 2026" in page.text
+    assert "Nur eine Entscheidungshilfe, keine Diagnose." in page.text
     client.cookies.clear()

@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from babel import Locale
@@ -221,6 +221,17 @@ def percent(p: float) -> str:
     if percent_digits(p):
         pattern = pattern.replace("0", "0.0", 1)  # CLDR percent patterns hold one '0'
     return format_percent(p, format=pattern, locale=current())
+
+
+def signed_percent(p: float) -> str:
+    """+0.12 -> '+12%' (en), '+12 %' (fr): a whole-number change with its sign."""
+    pattern = Locale.parse(current()).percent_formats[None].pattern
+    return format_percent(p, format=f"+{pattern};-{pattern}", locale=current())
+
+
+def day(moment: date) -> str:
+    """A date in the locale: 'Mar 4, 2026', '4 de mar. de 2026', '4. März 2026'."""
+    return format_skeleton("yMMMd", moment, locale=current())
 
 
 def when(moment: datetime) -> str:

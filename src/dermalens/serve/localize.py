@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from dermalens.runtime.predictor import DISCLAIMER
 from dermalens.serve import i18n
-from dermalens.serve.i18n import N_, _
+from dermalens.serve.i18n import N_, _, pgettext
 from dermalens.serve.schemas import PredictionOut
 
 GLOSSARY = "glossary.csv"
@@ -169,6 +169,32 @@ def shift_words(out: PredictionOut) -> dict:
             update={"message": _(out.shift_recent.message)}
         )
     return update
+
+
+# triage.result codes in words: the page's badges (routes/page.py), "unavailable" apart
+TRIAGE_WORDS = {
+    "benign": "Likely benign",
+    "malignant": "Possibly malignant: refer",
+    "uncertain": "Uncertain: refer",
+    "not_skin": "Not recognised as a skin image",
+}
+NO_TRIAGE = N_("no benign / malignant hint")
+# runtime.change.since_last_visit's reasons for "changed since last visit"
+CHANGE_REASONS = [
+    N_("malignant probability rose by %(rise)s (more than %(margin)s)"),
+    N_("change score %(score)s reached %(threshold)s"),
+    N_("lesion area grew by %(grew)s (limit %(limit)s of the image share)"),
+]
+
+
+def triage_word(code: str) -> str:
+    if code in TRIAGE_WORDS:
+        return pgettext("triage", TRIAGE_WORDS[code])
+    return _(NO_TRIAGE) if code == "unavailable" else code
+
+
+def change_reason(reason: str) -> str:
+    return reword(reason, CHANGE_REASONS)
 
 
 def localized(out: PredictionOut) -> PredictionOut:

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Undefined, select_autoescape
 
-from dermalens.serve import i18n
+from dermalens.serve import i18n, localize
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -42,6 +42,10 @@ def environment(strict: bool = True) -> Environment:
         percent=i18n.percent,
         number=i18n.number,
         when=i18n.when,
+        day=i18n.day,
+        class_name=localize.class_name,
+        triage_word=localize.triage_word,
+        change_reason=localize.change_reason,
         language=i18n.current,  # `{{ language() }}`: for pages rendered without `lang`
     )
     return env

@@ -14,8 +14,10 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from dermalens.serve import audit, patient_crud
+from dermalens.serve.clinic_deps import MISSING
 from dermalens.serve.clinic_schemas import LesionHistory
 from dermalens.serve.deps import PredictorDep, SessionDep, SettingsDep
+from dermalens.serve.i18n import _, signed_percent
 from dermalens.serve.routes.lesions import history_of
 from dermalens.serve.routes.login import render, signed_in
 from dermalens.serve.tables import LesionRecord
@@ -52,9 +54,9 @@ def chart(history: LesionHistory) -> dict:
         "malignant": points(malignant),
         "dots": [{"x": x(i), "y": y(v)} for i, v in enumerate(malignant)],
         "classes": lines,
-        "grid": [{"y": y(v), "label": f"{v:.0%}"} for v in (0, 0.5, 1)],
+        "grid": [{"y": y(v), "label": f"{v:.0%}", "value": v} for v in (0, 0.5, 1)],
         "ticks": [
-            {"x": x(i), "label": p.visit_date.isoformat()}
+            {"x": x(i), "label": p.visit_date.isoformat(), "date": p.visit_date}
             for i, p in enumerate(history.predictions)
         ],
         "left": PAD,
@@ -78,13 +80,15 @@ def lesion_page(
         return RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
     lesion = patient_crud.child(session, LesionRecord, lesion_id, patient_id)
     if lesion is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"lesion {lesion_id!r} not found")
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, _(MISSING["lesion"]) % {"id": repr(lesion_id)}
+        )
     history = history_of(session, lesion, settings, predictor)
     audit.record(session, staff, request, "lesion", patient_id, lesion_id)
     changes = {c.after_prediction_id: c for c in history.changes}
     # the area's change as a percentage of its share of the image (growth is a log ratio)
     area = {
-        c.after_prediction_id: f"{math.expm1(c.change.growth):+.0%}" if c.change else "-"
+        c.after_prediction_id: signed_percent(math.expm1(c.change.growth)) if c.change else "-"
         for c in history.changes
     }
     return render(

@@ -104,8 +104,7 @@ def browser_strings() -> dict[str, str]:
         "covers_dermoscopic": _("dermoscopic close-ups of skin lesions"),
         "covers_clinical": _("camera or phone close-ups of skin lesions"),
         "scope_advice": _(
-            "Please show the skin to a doctor or dermatologist: this tool cannot assess this "
-            "image."
+            "Please show the skin to a doctor or dermatologist: this tool cannot assess this image."
         ),
         "answered_dermoscopic": _(
             "Answered by the model for dermoscopic close-ups of skin lesions."
