@@ -67,6 +67,7 @@ TESTED = {
     "serve": {"--model", "--host", "--port"},
     "info": set(),
     "user add": {"--role", "--password-stdin", "--password-env"},
+    "user password": {"--password-stdin", "--password-env"},
     "user disable": set(),
     "user enable": set(),
     "user list": set(),
@@ -595,5 +596,11 @@ def test_user_add_writes_a_real_account(tmp_path, monkeypatch, capsys):
     assert code == 2 and err.strip() == "dermalens user: error: user 'ada' already exists"
     code, out, _ = run(capsys, "user", "disable", "ada")
     assert code == 0 and json.loads(out)["disabled"] is True
+    monkeypatch.setenv("PW", "a new long pass phrase")
+    code, out, _ = run(capsys, "user", "password", "ada", "--password-env", "PW")
+    assert code == 0 and json.loads(out)["username"] == "ada"
+    monkeypatch.setattr("sys.stdin", io.StringIO("too short\n"))
+    code, _, err = run(capsys, "user", "password", "ada", "--password-stdin")
+    assert code == 2 and "password is too short" in err
     code, _, err = run(capsys, "user", "enable", "nobody")
     assert code == 2 and err.strip() == "dermalens user: error: no user 'nobody'"

@@ -255,14 +255,12 @@ def _user(sub) -> None:
     c = user_sub.add_parser("add", help="create an account; the password is asked for")
     c.add_argument("username")
     c.add_argument("--role", choices=("clinician", "admin"), default="clinician")
-    source = c.add_mutually_exclusive_group()
-    source.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin's first line"
-    )
-    source.add_argument(
-        "--password-env", metavar="VAR", help="read the password from environment variable VAR"
-    )
+    _password_source(c)
     c.set_defaults(func=user_commands.run_user_add)
+    c = user_sub.add_parser("password", help="set a new password (lifts a lockout)")
+    c.add_argument("username")
+    _password_source(c)
+    c.set_defaults(func=user_commands.run_user_password)
     for name, text in (
         ("disable", "disable an account: its sessions end and its tokens stop working"),
         ("enable", "enable an account again (also lifts a lockout)"),
@@ -272,3 +270,13 @@ def _user(sub) -> None:
         c.set_defaults(func=user_commands.run_user_state)
     c = user_sub.add_parser("list", help="list the accounts")
     c.set_defaults(func=user_commands.run_user_list)
+
+
+def _password_source(c: argparse.ArgumentParser) -> None:
+    source = c.add_mutually_exclusive_group()
+    source.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin's first line"
+    )
+    source.add_argument(
+        "--password-env", metavar="VAR", help="read the password from environment variable VAR"
+    )

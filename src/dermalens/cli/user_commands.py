@@ -17,11 +17,15 @@ def read_password(args: argparse.Namespace) -> str:
     if args.password_env:
         value = os.environ.get(args.password_env)
         if not value:
-            raise SystemExit(f"dermalens user add: ${args.password_env} is unset or empty")
+            raise SystemExit(
+                f"dermalens user {args.user_command}: ${args.password_env} is unset or empty"
+            )
         return value
     first = getpass.getpass(f"password for {args.username}: ")
     if getpass.getpass("again: ") != first:
-        raise SystemExit("dermalens user add: the two passwords differ; nothing was changed")
+        raise SystemExit(
+            f"dermalens user {args.user_command}: the two passwords differ; nothing was changed"
+        )
     return first
 
 
@@ -42,6 +46,13 @@ def run_user_add(args: argparse.Namespace) -> int:
 
     password = read_password(args)
     return _user_call(lambda: staff.add_user(args.username, args.role, password))
+
+
+def run_user_password(args: argparse.Namespace) -> int:
+    from dermalens.serve import staff  # loaded here: it needs the serve extra
+
+    password = read_password(args)
+    return _user_call(lambda: staff.set_user_password(args.username, password))
 
 
 def run_user_state(args: argparse.Namespace) -> int:

@@ -111,6 +111,24 @@ def set_disabled(session: Session, username: str, disabled: bool) -> StaffRecord
     return staff
 
 
+def set_password(
+    session: Session, username: str, password: str, policy: LoginPolicy
+) -> StaffRecord:
+    """A new password (checked like a first one); lifts a lockout and ends the sessions."""
+    staff = find_staff(session, username)
+    if staff is None:
+        raise AccountError(f"no user {username!r}")
+    check_password(password, staff.username, policy)
+    staff.password_hash = HASHER.hash(password)
+    staff.failed_logins, staff.locked_until = 0, None
+    for login in session.scalars(
+        select(LoginSessionRecord).where(LoginSessionRecord.staff_id == staff.id)
+    ):
+        session.delete(login)
+    session.flush()
+    return staff
+
+
 def log_in(session: Session, username: str, password: str, policy: LoginPolicy) -> LoginResult:
     """Check a password, counting failures; the account locks after `policy.max_failures`."""
     staff = find_staff(session, username.strip())

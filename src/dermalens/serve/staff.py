@@ -1,6 +1,7 @@
-"""Staff account administration, as the CLI does it (`dermalens user add|disable|enable|list`):
-each function opens the service's database (DERMALENS_DATABASE_URL or the SQLite file under
-DERMALENS_DATA_DIR), migrates it, makes its change and returns the account as a dict.
+"""Staff account administration, as the CLI does it (`dermalens user add`, `password`,
+`disable`, `enable`, `list`): each function opens the service's database
+(DERMALENS_DATABASE_URL or the SQLite file under DERMALENS_DATA_DIR), migrates it, makes its
+change and returns the account as a dict.
 
 There is no default account and no default password: the first admin comes from `add_user`.
 """
@@ -55,6 +56,17 @@ def set_user_disabled(
     (which also lifts a lockout)."""
     with database(settings) as session:
         staff = accounts.set_disabled(session, username, disabled)
+        session.commit()
+        return _out(staff)
+
+
+def set_user_password(
+    username: str, password: str, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Replace an account's password (a lockout is lifted, open sessions end)."""
+    settings = settings or Settings()
+    with database(settings) as session:
+        staff = accounts.set_password(session, username, password, policy(settings))
         session.commit()
         return _out(staff)
 
