@@ -60,6 +60,9 @@ TESTED = {
         "--temperature-only",
         "--ood-max-val-reject",
         "--record-test",
+        "--shift-target",
+        "--triage-under-shift",
+        "--shift-only",
     },
     "ensemble": {"--out", "--name", "--data", "--split-file", "--reports", "--allow-other-splits"},
     "soup": {"--out", "--epochs", "--greedy", "--data", "--split-file", "--no-calibrate"},
@@ -321,7 +324,17 @@ def test_train_file_and_overrides(monkeypatch, tmp_path, capsys):
 
 def _eval_result():
     row = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "auc": None, "support": 2}
-    return SimpleNamespace(metrics={"accuracy": 0.5, "per_class": {"mel": row}})
+    external = {
+        "n": 2,
+        "classes_present": ["mel"],
+        "headline": {"turned_away": 0.0, "uncertain": 0.5, "ece": 0.1},
+        "triage": {"skipped": "one class only"},
+        "shift": None,
+        "compared_with_bundle_test": {},
+        "notes": ["a note"],
+    }
+    metrics = {"accuracy": 0.5, "per_class": {"mel": row}, "external": external, "left_out": {}}
+    return SimpleNamespace(metrics=metrics)
 
 
 def test_evaluate_flags(monkeypatch, tmp_path, capsys):
@@ -331,6 +344,7 @@ def test_evaluate_flags(monkeypatch, tmp_path, capsys):
         capsys, *common, str(tmp_path), "--backend", "onnx", "--quiet", "--withhold", "site,age"
     )
     assert code == 0 and "accuracy=0.5000" in out and f"report: {tmp_path}" in out
+    assert "triage: one class only" in out and "note: a note" in out
     call = calls[0]
     assert (call["model"], call["data"], call["split"], call["split_file"]) == (
         "m",
@@ -442,6 +456,45 @@ def test_calibrate_flags(monkeypatch, tmp_path, capsys):
     call = calls[1]
     assert call["split"] == "val" and call["out_dir"] is None and call["record_test"] is False
     assert call["targets"].class_bias is True and call["targets"].ood_max_val_reject == 0.02
+    assert call["targets"].triage_under_shift is False
+    run(
+        capsys,
+        "calibrate",
+        "m",
+        "d",
+        "--split-file",
+        "s.csv",
+        "--shift-target",
+        "0.04",
+        "--triage-under-shift",
+    )
+    targets = calls[2]["targets"]
+    assert targets.shift_target == 0.04 and targets.triage_under_shift is True
+
+
+def test_calibrate_shift_only(monkeypatch, capsys):
+    calibrated = spy(monkeypatch, commands, "calibrate_bundle", {})
+    fits = spy(monkeypatch, commands, "fit_shift_warning", {"flagged_share": 0.03})
+    code, out, _ = run(
+        capsys,
+        "calibrate",
+        "m",
+        "d",
+        "--split-file",
+        "s.csv",
+        "--shift-only",
+        "--shift-target",
+        "0.05",
+    )
+    assert code == 0 and '"flagged_share": 0.03' in out and calibrated == []
+    [fit] = fits
+    assert (fit["bundle_path"], fit["data"], fit["split_file"], fit["split"]) == (
+        "m",
+        "d",
+        "s.csv",
+        "val",
+    )
+    assert fit["target"] == 0.05
 
 
 def test_calibrate_rejects_a_share_outside_0_1(capsys):
