@@ -1,6 +1,8 @@
 """Access control through TestClient: accounts needed (exact 401 / 403 details), the login
 form with its CSRF token and cookie flags, lockout, disabling, session expiry, API tokens,
 rate limits with and without a trusted proxy, the audit log export, the quick check off.
+The tests of stored accounts, sessions, tokens and audit events run on SQLite and on
+PostgreSQL (the `database_url` fixture); those of a setting alone, on SQLite.
 
     nice -n 10 pytest tests/test_clinic_access.py -q
 """
@@ -33,8 +35,8 @@ LOGIN_NEEDED = (
 )
 
 
-def app_client(tmp_path, bundle, **overrides) -> tuple[TestClient, object]:
-    url = f"sqlite:///{tmp_path / 'clinic.sqlite'}"
+def app_client(tmp_path, bundle, url: str = "", **overrides) -> tuple[TestClient, object]:
+    url = url or f"sqlite:///{tmp_path / 'clinic.sqlite'}"
     settings = clinic_settings(tmp_path, bundle, url, **overrides)
     add_account(settings, "carla")
     add_account(settings, "ada", role="admin")
@@ -43,8 +45,8 @@ def app_client(tmp_path, bundle, **overrides) -> tuple[TestClient, object]:
 
 
 @pytest.fixture
-def clinic(tmp_path, tiny_bundle):
-    client, settings = app_client(tmp_path, tiny_bundle)
+def clinic(tmp_path, tiny_bundle, database_url):
+    client, settings = app_client(tmp_path, tiny_bundle, database_url)
     with client:
         yield client, settings
 
@@ -72,15 +74,18 @@ def test_patient_routes_need_an_account(clinic):
     assert client.get("/api/v1/patients", headers=auth).status_code == 200
 
 
-def test_token_made_by_the_api_is_shown_once_and_stored_hashed(clinic):
-    client, settings = clinic
-    made = client.post(
-        "/api/v1/me/tokens", json={"name": "ehr"}, headers=token_for(settings, "carla")
-    )
-    assert made.status_code == 201
-    secret = made.json()["token"]
-    assert secret.startswith("dlt_") and made.json()["prefix"] == secret[:10]
-    listed = client.get("/api/v1/me/tokens", headers={"Authorization": f"Bearer {secret}"}).json()
+def test_token_made_by_the_api_is_shown_once_and_stored_hashed(tmp_path, tiny_bundle):
+    # SQLite only: the check reads the database file's bytes
+    client, settings = app_client(tmp_path, tiny_bundle)
+    with client:
+        made = client.post(
+            "/api/v1/me/tokens", json={"name": "ehr"}, headers=token_for(settings, "carla")
+        )
+        assert made.status_code == 201
+        secret = made.json()["token"]
+        assert secret.startswith("dlt_") and made.json()["prefix"] == secret[:10]
+        auth = {"Authorization": f"Bearer {secret}"}
+        listed = client.get("/api/v1/me/tokens", headers=auth).json()
     assert all("token" not in t for t in listed)
     db = (settings.data_dir.parent / "clinic.sqlite").read_bytes()
     assert secret.encode() not in db and PASSWORD.encode() not in db
@@ -137,8 +142,8 @@ def test_secure_cookies_when_configured(tmp_path, tiny_bundle):
     assert session and "Secure" in session[0] and "Path=/" in session[0]
 
 
-def test_lockout_after_repeated_failures(tmp_path, tiny_bundle):
-    client, settings = app_client(tmp_path, tiny_bundle, login_max_failures=3)
+def test_lockout_after_repeated_failures(tmp_path, tiny_bundle, database_url):
+    client, settings = app_client(tmp_path, tiny_bundle, database_url, login_max_failures=3)
     with client:
         assert [log_in(client, "carla", "wrong guess").status_code for _ in range(3)] == [
             401,
@@ -160,8 +165,8 @@ def test_lockout_after_repeated_failures(tmp_path, tiny_bundle):
     ]
 
 
-def test_session_expires_when_idle(tmp_path, tiny_bundle):
-    client, _ = app_client(tmp_path, tiny_bundle, session_idle_minutes=0.01)
+def test_session_expires_when_idle(tmp_path, tiny_bundle, database_url):
+    client, _ = app_client(tmp_path, tiny_bundle, database_url, session_idle_minutes=0.01)
     with client:
         log_in(client, "carla")
         assert client.get("/api/v1/me").status_code == 200
