@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
+from fastapi import UploadFile
 from PIL import Image
 
 from dermalens.imageio import ImageError
@@ -25,6 +26,7 @@ from dermalens.runtime.explain import overlay
 from dermalens.runtime.predictor import DISCLAIMER, Prediction, Predictor
 from dermalens.runtime.router import Router
 from dermalens.runtime.shift import ShiftMonitor
+from dermalens.serve import uploads
 from dermalens.serve.schemas import (
     ClassScore,
     Heatmap,
@@ -36,6 +38,7 @@ from dermalens.serve.schemas import (
     ShiftBatch,
     Triage,
 )
+from dermalens.serve.settings import Settings
 from dermalens.serve.uploads import image_error
 
 
@@ -132,3 +135,33 @@ def predict(
         image_kept=False,
         disclaimer=DISCLAIMER,
     )
+
+
+def classify_upload(
+    predictor: Predictor | Router,
+    file: UploadFile,
+    settings: Settings,
+    patient: Patient,
+    draft_size: tuple[int, int] | None,
+    keep_image: bool,
+    explain: bool,
+    top_k: int,
+    overlay: bool,
+    recent: RecentShifts | None,
+) -> tuple[PredictionOut, str | None]:
+    """An upload within the service's limits, decoded, classified (`predict`) and kept when
+    asked: the one path of POST /api/v1/predictions and of a lesion's upload at a visit.
+    Returns the response (not yet stored) and the kept file's name (or None)."""
+    t0 = time.perf_counter()
+    data = uploads.read_limited(file, settings.max_upload_bytes)
+    image = uploads.decode(data, settings.max_pixels, draft_size)
+    decoded = time.perf_counter()
+    out = predict(
+        predictor, image, patient, explain, top_k, settings.display_width, overlay, recent
+    )
+    image_file = None
+    if keep_image:
+        image_file = uploads.keep(data, settings.uploads_dir, settings.max_pixels)
+        out.image_kept = True
+    out.timings_ms["decode"] = round((decoded - t0) * 1e3, 2)
+    return out, image_file

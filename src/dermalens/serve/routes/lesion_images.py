@@ -92,23 +92,18 @@ def upload_image(
     """Classify an image of this lesion taken at a visit and file the result there; age, sex
     and site come from the records."""
     visit = visit_for(session, lesion, visit_id)
-    data = uploads.read_limited(file, settings.max_upload_bytes)
-    pre = predictor.pre
-    image = uploads.decode(data, settings.max_pixels, (pre.width, pre.height))
-    out = inference.predict(
+    out, image_file = inference.classify_upload(
         predictor,
-        image,
+        file,
+        settings,
         model_input(session, lesion, visit),
+        (predictor.pre.width, predictor.pre.height),
+        keep_image,
         explain,
         top_k or settings.top_k,
-        settings.display_width,
         overlay,
         recent,
     )
-    image_file = None
-    if keep_image:
-        image_file = uploads.keep(data, settings.uploads_dir, settings.max_pixels)
-        out.image_kept = True
     crud.add_prediction(session, out, image_file, lesion.id, visit.id)
     audit.record(session, staff, request, "prediction", lesion.patient_id, out.id)
     url = image_url(lesion.patient_id, lesion.id, out.id) if image_file else None

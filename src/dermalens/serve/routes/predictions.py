@@ -17,7 +17,7 @@ from fastapi import (
     status,
 )
 
-from dermalens.serve import crud, inference, uploads
+from dermalens.serve import crud, inference
 from dermalens.serve.deps import (
     PatientDep,
     QuickCheckDep,
@@ -77,24 +77,18 @@ def create_prediction(
 ) -> PredictionOut:
     """Classify one lesion image: top-k classes, triage, uncertainty and a heatmap."""
     t0 = time.perf_counter()
-    data = uploads.read_limited(file, settings.max_upload_bytes)
-    image = uploads.decode(data, settings.max_pixels, models.decode_size)
-    decoded = time.perf_counter()
-    out = inference.predict(
+    out, image_file = inference.classify_upload(
         models,
-        image,
+        file,
+        settings,
         patient,
+        models.decode_size,
+        consent,
         explain,
         top_k or settings.top_k,
-        settings.display_width,
         overlay,
         recent,
     )
-    image_file = None
-    if consent:
-        image_file = uploads.keep(data, settings.uploads_dir, settings.max_pixels)
-        out.image_kept = True
-    out.timings_ms["decode"] = round((decoded - t0) * 1e3, 2)
     out.timings_ms["total"] = round((time.perf_counter() - t0) * 1e3, 2)
     crud.add_prediction(session, out, image_file)
     response.headers["Location"] = str(request.url_for("read_prediction", prediction_id=out.id))
