@@ -1,21 +1,22 @@
 """Upgrading a database written by the schema before patient records (revision 0001) keeps
 every prediction and feedback row, and the upgraded service serves them and can file them
-under a patient. Runs on SQLite and on PostgreSQL (the `database_url` fixture).
+under a patient; upgrading one from before token expiry (0002) keeps every API token, each
+with a sensible expiry. Runs on SQLite and on PostgreSQL (the `database_url` fixture).
 
     nice -n 10 pytest tests/test_clinic_migration.py -q
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from PIL import Image
-from sqlalchemy import inspect, text
+from sqlalchemy import DateTime, String, inspect, text
 
-from clinic_helpers import add_account, clinic_settings, new_patient, token_for
+from clinic_helpers import PASSWORD, add_account, clinic_settings, new_patient, token_for
 from dermalens.runtime.predictor import Predictor
-from dermalens.serve import inference
+from dermalens.serve import accounts, inference
 from dermalens.serve.app import create_app
 from dermalens.serve.db import migrate, open_database
 from dermalens.serve.schemas import Patient
@@ -129,3 +130,70 @@ def test_upgrade_from_0001_keeps_every_row(tmp_path, tiny_bundle, fixture_images
         )
         assert attach.status_code == 200
         assert attach.json()["prediction"]["id"] == rows[0]["id"]
+
+
+TOKEN_COLUMNS = "id, staff_id, name, token_sha256, prefix, created_at, last_used_at, revoked_at"
+
+
+def test_upgrade_from_0002_gives_old_tokens_an_expiry(tmp_path, tiny_bundle, database_url):
+    """0003: every token row kept; a recent one expires 90 days after it was made, an old
+    one (which would be past that) 30 days after the upgrade; a revoked one stays revoked."""
+    engine = open_database(database_url)
+    migrate(engine, "0002")
+    now = datetime.now(UTC)
+    secrets = {"recent": "dlt_recent-token-secret", "old": "dlt_old", "gone": "dlt_gone"}
+    made = {"recent": now - timedelta(days=10), "old": now - timedelta(days=400), "gone": now}
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO staff (username, role, password_hash, disabled, failed_logins, "
+                "created_at) VALUES ('carla', 'clinician', :h, false, 0, :t)"
+            ),
+            {"h": accounts.HASHER.hash(PASSWORD), "t": made["old"]},
+        )
+        for k, (name, secret) in enumerate(secrets.items(), start=1):
+            connection.execute(
+                text(
+                    f"INSERT INTO api_tokens ({TOKEN_COLUMNS}) "
+                    "VALUES (:id, 1, :name, :sha, :prefix, :made, :used, :revoked)"
+                ),
+                {
+                    "id": k,
+                    "name": name,
+                    "sha": accounts.digest(secret),
+                    "prefix": secret[:10],
+                    "made": made[name],
+                    "used": made[name] if name == "old" else None,
+                    "revoked": now if name == "gone" else None,
+                },
+            )
+    read = text(f"SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id")
+    with engine.connect() as connection:
+        before = [tuple(r) for r in connection.execute(read)]
+    migrate(engine)
+    upgraded = datetime.now(UTC)
+    with engine.connect() as connection:
+        assert [tuple(r) for r in connection.execute(read)] == before
+        typed = text("SELECT name, expires_at FROM api_tokens").columns(
+            name=String(), expires_at=DateTime(timezone=True)
+        )
+        expiry = dict(connection.execute(typed).all())
+    expiry = {name: accounts.aware(when) for name, when in expiry.items()}
+    assert abs(expiry["recent"] - (made["recent"] + timedelta(days=90))) < timedelta(seconds=1)
+    assert now + timedelta(days=30) <= expiry["old"] <= upgraded + timedelta(days=30)
+    column = [c for c in inspect(engine).get_columns("api_tokens") if c["name"] == "expires_at"]
+    assert column[0]["nullable"] is False
+    engine.dispose()
+
+    settings = clinic_settings(tmp_path, tiny_bundle, database_url)
+    with TestClient(create_app(settings)) as client:
+        bearer = {n: {"Authorization": f"Bearer {s}"} for n, s in secrets.items()}
+        assert client.get("/api/v1/me", headers=bearer["old"]).json()["username"] == "carla"
+        gone = client.get("/api/v1/me", headers=bearer["gone"])
+        assert gone.json() == {"detail": "invalid or revoked API token"}
+        listed = client.get("/api/v1/me/tokens", headers=bearer["recent"]).json()
+    assert [(t["name"], t["state"]) for t in listed] == [
+        ("recent", "active"),
+        ("old", "active"),
+        ("gone", "revoked"),
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
@@ -20,6 +21,10 @@ from dermalens.serve.i18n import N_, _
 from dermalens.serve.settings import Settings
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+TOKEN_EXPIRED = N_(
+    "API token expired on %(when)s UTC; make a new one on /account or with POST /api/v1/me/tokens"
+)
+TOKEN_DAYS = N_("a token lasts from 1 to %(max)s days on this server")
 LOGIN_NEEDED = N_(
     "authentication required: log in at /login, or send 'Authorization: Bearer <token>' "
     "with a staff API token"
@@ -53,13 +58,7 @@ def authenticate(
     """The signed-in account; 401 without (valid) credentials, 403 when disabled or no CSRF.
     `csrf_header=False` is for the HTML forms, which check their own `csrf_token` field."""
     if credentials is not None:
-        staff = accounts.staff_for_token(session, credentials.credentials)
-        if staff is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                _("invalid or revoked API token"),
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        staff = _token_staff(session, credentials.credentials)
     else:
         cookie = request.cookies.get(session_cookie(settings))
         if not cookie:
@@ -87,6 +86,31 @@ def authenticate(
         )
     session.commit()  # last use of the token or session
     return staff
+
+
+def _token_staff(session: Session, secret: str) -> StaffRecord:
+    found = accounts.staff_for_token(session, secret)
+    if found.staff is not None:
+        return found.staff
+    if found.reason == "expired":
+        detail = _(TOKEN_EXPIRED) % {"when": found.expired_at.strftime("%Y-%m-%d %H:%M")}
+    else:
+        detail = _("invalid or revoked API token")
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def token_lifetime(settings: Settings, days: int | None) -> timedelta:
+    """A new token's lifetime: `days`, else DERMALENS_TOKEN_DAYS; a 422 on the `days` field
+    beyond DERMALENS_TOKEN_MAX_DAYS."""
+    days = settings.token_days if days is None else days
+    if not 1 <= days <= settings.token_max_days:
+        message = _(TOKEN_DAYS) % {"max": settings.token_max_days}
+        raise RequestValidationError(
+            [{"loc": ("body", "days"), "msg": message, "type": "value_error"}]
+        )
+    return timedelta(days=days)
 
 
 def require_admin(staff: StaffRecord) -> StaffRecord:

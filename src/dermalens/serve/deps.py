@@ -1,6 +1,7 @@
 """Typed dependencies: settings, the loaded predictor, a database session, the API token,
-the signed-in staff account (and admin), the anonymous quick check's gate, patient fields
-from the form, and a stored prediction looked up by id."""
+the signed-in staff account (and admin), a staff account named in the path (for admins),
+the anonymous quick check's gate, patient fields from the form, and a stored prediction
+looked up by id."""
 
 from __future__ import annotations
 
@@ -75,6 +76,17 @@ def current_admin(staff: StaffDep) -> StaffRecord:
 
 
 AdminDep = Annotated[StaffRecord, Depends(current_admin)]
+
+
+def path_user(user_id: int, admin: AdminDep, session: SessionDep) -> StaffRecord:
+    """The staff account `user_id`, for an admin (401 / 403 first); 404 naming the id."""
+    user = session.get(StaffRecord, user_id)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, _("user %(id)s not found") % {"id": user_id})
+    return user
+
+
+UserDep = Annotated[StaffRecord, Depends(path_user)]
 
 
 def quick_check(

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import limits
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dermalens.bundle import default_model_path
 from dermalens.imageio import MAX_PIXELS
+
+MAX_TOKEN_DAYS = 3650  # ten years: the longest any API token may be given
 
 
 def default_model() -> Path:
@@ -75,6 +77,10 @@ class Settings(BaseSettings):
     password_min_length: int = Field(12, ge=8)
     session_hours: float = Field(12, gt=0)  # a login lasts at most this long
     session_idle_minutes: float = Field(30, gt=0)  # and ends after this long unused
+    # Staff API tokens expire: a new one lasts token_days, or the days its maker asks for, up
+    # to token_max_days (whole days, 1 to 3650).
+    token_days: int = 90
+    token_max_days: int = 365
     cookie_secure: bool = False  # Secure cookies (and the __Host- prefix): set behind HTTPS
     secret_key: SecretStr | None = None  # signs CSRF tokens; unset: data_dir/secret_key
     # Proxies whose X-Forwarded-For is believed (addresses or CIDRs, comma-separated); empty:
@@ -111,6 +117,27 @@ class Settings(BaseSettings):
                 f"{value!r} is not a rate limit; write e.g. '10/minute' or '100 per hour'"
             ) from None
         return value
+
+    @field_validator("token_days", "token_max_days", mode="before")
+    @classmethod
+    def _check_days(cls, value: Any, info: ValidationInfo) -> int:
+        name = f"DERMALENS_{info.field_name.upper()}"
+        try:
+            days = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a whole number of days") from None
+        if not 1 <= days <= MAX_TOKEN_DAYS:
+            raise ValueError(f"{name}={days}: a token lasts from 1 to {MAX_TOKEN_DAYS} days")
+        return days
+
+    @model_validator(mode="after")
+    def _check_token_lifetimes(self) -> Settings:
+        if self.token_days > self.token_max_days:
+            raise ValueError(
+                f"DERMALENS_TOKEN_DAYS={self.token_days} is longer than "
+                f"DERMALENS_TOKEN_MAX_DAYS={self.token_max_days}"
+            )
+        return self
 
     @field_validator("maps_url")
     @classmethod

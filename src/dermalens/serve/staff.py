@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dermalens.serve import accounts
@@ -73,4 +72,4 @@ def set_user_password(
 
 def list_users(settings: Settings | None = None) -> list[dict[str, Any]]:
     with database(settings) as session:
-        return [_out(s) for s in session.scalars(select(StaffRecord).order_by(StaffRecord.id))]
+        return [_out(s) for s in accounts.all_staff(session)]

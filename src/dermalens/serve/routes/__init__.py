@@ -12,6 +12,7 @@ from dermalens.serve.routes import (
     model,
     patients,
     predictions,
+    users,
     visit_documents,
     visits,
 )
@@ -28,3 +29,4 @@ api_router.include_router(visits.router)
 api_router.include_router(visit_documents.router)
 api_router.include_router(me.router)
 api_router.include_router(audit_log.router)
+api_router.include_router(users.router)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -139,9 +140,24 @@ def logout(
     return response
 
 
-def account_page(request, session, staff: StaffRecord, **context) -> Response:
-    tokens = accounts.tokens_of(session, staff)
-    return render(request, "account.html", staff=staff, tokens=tokens, **context)
+def account_page(
+    request, session, staff: StaffRecord, status_code: int = 200, **context
+) -> Response:
+    tokens = [
+        (t, accounts.token_state(t.revoked_at, t.expires_at))
+        for t in accounts.tokens_of(session, staff)
+    ]
+    settings = request.app.state.settings
+    return render(
+        request,
+        "account.html",
+        status_code,
+        staff=staff,
+        tokens=tokens,
+        token_days=settings.token_days,
+        token_max_days=settings.token_max_days,
+        **context,
+    )
 
 
 @router.get("/account", response_class=HTMLResponse)
@@ -159,9 +175,10 @@ def make_token(
     session: SessionDep,
     settings: SettingsDep,
     name: Annotated[str, Form(max_length=100)] = "",
+    days: Annotated[int | None, Form()] = None,
     csrf_token: Text = "",
 ) -> Response:
-    """Make an API token and show it once."""
+    """Make an API token (for `days`, default DERMALENS_TOKEN_DAYS) and show it once."""
     staff = signed_in(request, session, settings)
     if staff is None:
         return RedirectResponse("/login?next=/account", status_code=status.HTTP_303_SEE_OTHER)
@@ -175,7 +192,11 @@ def make_token(
             username=staff.username,
             anonymous=settings.anonymous_predictions,
         )
-    record, secret = accounts.new_token(session, staff, name.strip() or "unnamed")
+    try:
+        lifetime = auth.token_lifetime(settings, days)
+    except RequestValidationError as exc:
+        return account_page(request, session, staff, 422, error=exc.errors()[0]["msg"])
+    record, secret = accounts.new_token(session, staff, name.strip() or "unnamed", lifetime)
     audit.record(session, staff, request, "token", resource_id=str(record.id))
     shown = {"name": record.name, "secret": secret}
     return account_page(request, session, staff, new_token=shown)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from dermalens.serve import accounts, audit
+from dermalens.serve import accounts, audit, auth
 from dermalens.serve.account_schemas import StaffOut, TokenCreated, TokenIn, TokenOut
 from dermalens.serve.clinic_deps import AUTH_ERRORS
-from dermalens.serve.deps import SessionDep, StaffDep
+from dermalens.serve.deps import SessionDep, SettingsDep, StaffDep
 from dermalens.serve.i18n import _
 
 router = APIRouter(prefix="/me", tags=["accounts"], responses=AUTH_ERRORS)
@@ -21,16 +21,18 @@ def read_me(staff: StaffDep) -> StaffOut:
 
 @router.get("/tokens")
 def list_tokens(staff: StaffDep, session: SessionDep) -> list[TokenOut]:
-    """Your API tokens (never their secrets), revoked ones included."""
+    """Your API tokens (never their secrets), revoked and expired ones included."""
     return [TokenOut.model_validate(t) for t in accounts.tokens_of(session, staff)]
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED)
 def create_token(
-    body: TokenIn, staff: StaffDep, session: SessionDep, request: Request
+    body: TokenIn, staff: StaffDep, session: SessionDep, settings: SettingsDep, request: Request
 ) -> TokenCreated:
-    """A new bearer token for scripts: `token` is shown in this answer only."""
-    record, secret = accounts.new_token(session, staff, body.name)
+    """A new bearer token for scripts, valid for `days` (default DERMALENS_TOKEN_DAYS, at most
+    DERMALENS_TOKEN_MAX_DAYS): `token` is shown in this answer only."""
+    lifetime = auth.token_lifetime(settings, body.days)
+    record, secret = accounts.new_token(session, staff, body.name, lifetime)
     audit.record(session, staff, request, "token", resource_id=str(record.id))
     return TokenCreated(**TokenOut.model_validate(record).model_dump(), token=secret)
 
