@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Form, HTTPException, Request, status
+from fastapi import Depends, Form, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -78,7 +78,12 @@ def current_admin(staff: StaffDep) -> StaffRecord:
 AdminDep = Annotated[StaffRecord, Depends(current_admin)]
 
 
-def path_user(user_id: int, admin: AdminDep, session: SessionDep) -> StaffRecord:
+# An integer id in a path: within the database's INTEGER, so a larger one is a 422, not an
+# out-of-range error from PostgreSQL.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def path_user(user_id: RowId, admin: AdminDep, session: SessionDep) -> StaffRecord:
     """The staff account `user_id`, for an admin (401 / 403 first); 404 naming the id."""
     user = session.get(StaffRecord, user_id)
     if user is None:

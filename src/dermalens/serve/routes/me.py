@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from dermalens.serve import accounts, audit, auth
 from dermalens.serve.account_schemas import StaffOut, TokenCreated, TokenIn, TokenOut
 from dermalens.serve.clinic_deps import AUTH_ERRORS
-from dermalens.serve.deps import SessionDep, SettingsDep, StaffDep
+from dermalens.serve.deps import RowId, SessionDep, SettingsDep, StaffDep
 from dermalens.serve.i18n import _
 
 router = APIRouter(prefix="/me", tags=["accounts"], responses=AUTH_ERRORS)
@@ -42,7 +42,9 @@ def create_token(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"description": "not one of your tokens"}},
 )
-def revoke_token(token_id: int, staff: StaffDep, session: SessionDep, request: Request) -> Response:
+def revoke_token(
+    token_id: RowId, staff: StaffDep, session: SessionDep, request: Request
+) -> Response:
     """Revoke one of your tokens; it stops working at once."""
     if accounts.revoke_token(session, staff, token_id) is None:
         raise HTTPException(

@@ -15,7 +15,7 @@ from dermalens.serve import accounts, audit, auth
 from dermalens.serve.account_schemas import PasswordIn, TokenOut, UserChange, UserIn, UserOut
 from dermalens.serve.account_tables import StaffRecord
 from dermalens.serve.clinic_deps import AUTH_ERRORS
-from dermalens.serve.deps import AdminDep, SessionDep, SettingsDep, UserDep
+from dermalens.serve.deps import AdminDep, RowId, SessionDep, SettingsDep, UserDep
 from dermalens.serve.i18n import _
 
 ADMIN_ONLY = {403: {"description": "not an admin account (or disabled, or no CSRF token)"}}
@@ -116,7 +116,7 @@ def list_user_tokens(user: UserDep, session: SessionDep) -> list[TokenOut]:
     "/{user_id}/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND
 )
 def revoke_user_token(
-    token_id: int, user: UserDep, admin: AdminDep, session: SessionDep, request: Request
+    token_id: RowId, user: UserDep, admin: AdminDep, session: SessionDep, request: Request
 ) -> Response:
     """Revoke one of the account's tokens; it stops working at once."""
     if accounts.revoke_token(session, user, token_id) is None:
