@@ -20,7 +20,8 @@ from dermalens.serve.i18n import _
 
 ADMIN_ONLY = {403: {"description": "not an admin account (or disabled, or no CSRF token)"}}
 NOT_FOUND = {404: {"description": "no such user (or token of that user)"}}
-CONFLICT = {409: {"description": "a taken user name, or the last enabled admin account"}}
+TAKEN = {409: {"description": "the user name is taken"}}
+LAST_ADMIN = {409: {"description": "it would disable or demote the last enabled admin"}}
 router = APIRouter(prefix="/users", tags=["users"], responses={**AUTH_ERRORS, **ADMIN_ONLY})
 
 
@@ -44,7 +45,7 @@ def list_users(admin: AdminDep, session: SessionDep) -> list[UserOut]:
     return [UserOut.model_validate(s) for s in accounts.all_staff(session)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=TAKEN)
 def create_user(
     body: UserIn, admin: AdminDep, session: SessionDep, settings: SettingsDep, request: Request
 ) -> UserOut:
@@ -65,7 +66,7 @@ def read_user(user: UserDep) -> UserOut:
     return UserOut.model_validate(user)
 
 
-@router.patch("/{user_id}", responses={**NOT_FOUND, **CONFLICT})
+@router.patch("/{user_id}", responses={**NOT_FOUND, **LAST_ADMIN})
 def change_user(
     body: UserChange, user: UserDep, admin: AdminDep, session: SessionDep, request: Request
 ) -> UserOut:
