@@ -139,3 +139,21 @@ def test_predictor_result_is_typed(tiny_bundle, fixture_images):
     data = result.to_dict()
     assert data["disclaimer"].startswith("Decision support only, not a diagnosis")
     assert data["model_version"] == result.model_version
+
+
+def test_train_stages_freezes_all_but_the_top_stages() -> None:
+    model, _ = build_model("tf_efficientnet_lite0", 3, "none", use_metadata=True)
+    model.freeze(2)
+    names = [n for n, p in model.backbone.named_parameters() if p.requires_grad]
+    assert {n.split(".")[0] for n in names} == {"blocks", "conv_head", "bn2"}
+    assert {n.split(".")[1] for n in names if n.startswith("blocks.")} == {"5", "6"}
+    assert not any(p.requires_grad for p in model.backbone.blocks[4].parameters())
+    assert all(p.requires_grad for p in model.backbone.conv_head.parameters())
+    assert all(p.requires_grad for p in model.meta.parameters())
+    model.train()
+    assert not model.backbone.blocks[0].training and model.backbone.blocks[6].training
+    head_only, _ = build_model("tf_efficientnet_lite0", 3, "none")
+    head_only.freeze(0)
+    assert not any(p.requires_grad for p in head_only.backbone.parameters())
+    with pytest.raises(ValueError, match="train_stages=9: this backbone has 7 stages"):
+        head_only.freeze(9)

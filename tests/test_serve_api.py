@@ -75,7 +75,7 @@ def test_prediction_has_top_k_triage_heatmap_and_timings(client, jpeg, tiny_bund
     assert body["triage"]["result"] in ("benign", "malignant", "uncertain")
     assert body["triage"]["rule"].startswith("malignant if P(malignant classes) >= ")
     assert body["uncertain"] == (body["top"][0]["probability"] < 0.5)
-    assert body["patient"] == {"age": 55.0, "sex": "female", "site": "back"}
+    assert body["patient"] == {"age": 55.0, "sex": "female", "site": "back", "clinical": {}}
     assert body["image_kept"] is False
     assert body["disclaimer"] == DISCLAIMER
     assert {"decode", "preprocess", "inference", "heatmap", "overlay", "total"} <= set(
@@ -194,6 +194,14 @@ def test_decompression_bomb_is_refused_before_decoding(client):
         ({"age": "old"}, "age: Input should be a valid number, unable to parse string as a number"),
         ({"site": "elbow"}, f"site: 'elbow' is not one of {list(SITES)}"),
         ({"sex": "x"}, "sex: 'x' is not one of ['male', 'female']"),
+        ({"clinical": '{"itch": "often"}'}, "itch: 'often' is not yes/no"),
+        (
+            {"clinical": '{"biopsed": true}'},
+            "unknown clinical field(s) ['biopsed']: choose from "
+            "['fitzpatrick', 'itch', 'grew', 'hurt', 'changed', 'bleed', 'elevation', "
+            "'diameter_1', 'diameter_2']",
+        ),
+        ({"clinical": "itch"}, "clinical: 'itch' is not JSON"),
     ],
 )
 def test_bad_patient_fields_are_422_naming_the_field(client, jpeg, form, detail):
@@ -210,7 +218,17 @@ def test_missing_file_is_422(client):
 
 def test_patient_fields_are_normalised(client, jpeg):
     body = post(client, jpeg, sex=" Male ", site="Lower Extremity", age="").json()
-    assert body["patient"] == {"age": None, "sex": "male", "site": "lower extremity"}
+    assert body["patient"] == {
+        "age": None,
+        "sex": "male",
+        "site": "lower extremity",
+        "clinical": {},
+    }
+
+
+def test_clinical_fields_are_read_and_echoed(client, jpeg):
+    body = post(client, jpeg, clinical='{"itch": "yes", "diameter_1": 6, "bleed": null}').json()
+    assert body["patient"]["clinical"] == {"itch": 1.0, "diameter_1": 6.0, "bleed": None}
 
 
 def cmyk_jpeg(rgb: Image.Image) -> bytes:

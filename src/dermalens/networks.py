@@ -63,16 +63,47 @@ class Classifier(nn.Module):
         num_classes: int,
         drop_rate: float = 0.0,
         use_metadata: bool = False,
+        meta_fields: tuple[str, ...] = patient.FIELDS,
     ):
         super().__init__()
         self.backbone = backbone
         self.use_metadata = use_metadata
+        self.meta_fields = patient.check_fields(meta_fields)
         meta_width = 32 if use_metadata else 0
         self.meta = (
-            nn.Sequential(nn.Linear(patient.DIM, meta_width), nn.ReLU()) if use_metadata else None
+            nn.Sequential(nn.Linear(patient.dim(self.meta_fields), meta_width), nn.ReLU())
+            if use_metadata
+            else None
         )
         self.dropout = nn.Dropout(drop_rate)
         self.head = nn.Linear(num_features + meta_width, num_classes)
+        self.frozen: list[nn.Module] = []  # kept in eval mode (BatchNorm statistics fixed)
+
+    def freeze(self, train_stages: int) -> None:
+        """Train only the last `train_stages` stages of the backbone (with its final conv),
+        the metadata layer and the head; -1 trains everything. The frozen layers' forward
+        pass keeps no activations for a backward pass, which is most of a CPU step."""
+        if train_stages < 0:
+            return
+        blocks = getattr(self.backbone, "blocks", None)
+        if blocks is None or train_stages > len(blocks):
+            stages = "none" if blocks is None else len(blocks)
+            raise ValueError(f"train_stages={train_stages}: this backbone has {stages} stages")
+        stages, cut = list(blocks), len(blocks) - train_stages
+        tail = [m for n, m in self.backbone.named_children() if n in ("conv_head", "bn2")]
+        trained = stages[cut:] + (tail if train_stages else [])
+        keep = {id(p) for m in trained for p in m.parameters()}
+        for p in self.backbone.parameters():
+            p.requires_grad_(id(p) in keep)
+        rest = [m for m in self.backbone.children() if m is not blocks]
+        self.frozen = [m for m in rest if all(m is not t for t in trained)] + stages[:cut]
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -81,7 +112,7 @@ class Classifier(nn.Module):
         pooled = fmap.float().mean(dim=(2, 3))
         if self.meta is not None:
             if meta is None:
-                meta = missing_metadata(fmap.shape[0], fmap.device)
+                meta = missing_metadata(fmap.shape[0], fmap.device, self.meta_fields)
             pooled = torch.cat([pooled, self.meta(meta.float())], dim=1)
         return self.head(self.dropout(pooled))
 
@@ -89,8 +120,10 @@ class Classifier(nn.Module):
         return self.classify(self.features(x), meta)
 
 
-def missing_metadata(batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    row = torch.from_numpy(patient.encode())
+def missing_metadata(
+    batch: int, device: torch.device | str = "cpu", fields: tuple[str, ...] = patient.FIELDS
+) -> torch.Tensor:
+    row = torch.from_numpy(patient.encode_fields(fields))
     return row.to(device).expand(batch, -1)
 
 
@@ -183,8 +216,11 @@ def build_model(
     pretrained: str = "none",
     drop_rate: float = 0.0,
     use_metadata: bool = False,
+    meta_fields: tuple[str, ...] | list[str] = patient.FIELDS,
 ) -> tuple[Classifier, str]:
-    """Create a classifier and initialise its backbone; returns (model, weight source)."""
+    """Create a classifier and initialise its backbone; returns (model, weight source).
+
+    `meta_fields`: the metadata fields it fuses (with `use_metadata`), see `patient`."""
     if name == "plain_cnn":
         backbone: nn.Module = PlainCNN()
         num_features = backbone.num_features
@@ -192,4 +228,6 @@ def build_model(
         backbone = _timm_backbone(name, drop_rate)
         num_features = backbone.num_features
     source = load_pretrained(backbone, name, pretrained)
-    return Classifier(backbone, num_features, num_classes, drop_rate, use_metadata), source
+    fields = tuple(meta_fields)
+    model = Classifier(backbone, num_features, num_classes, drop_rate, use_metadata, fields)
+    return model, source

@@ -89,7 +89,7 @@ def run_table(
 ) -> TableRun:
     """Run the model over every row's image and, if the model uses it, metadata.
 
-    `withhold` feeds the named fields (of `patient.FIELDS`) as missing; all of them is
+    `withhold` feeds the named fields (of `patient.ALL_FIELDS`) as missing; all of them is
     what the model does when a clinic sends only the image."""
 
     hidden = patient.withheld_fields(withhold)
@@ -100,7 +100,7 @@ def run_table(
     pixels = np.full((n, PIXEL_STATS), np.nan, dtype=np.float32)
     acquisition = np.full((n, len(STATS)), np.nan)
     problems: list[str] = []
-    use_meta = bool(predictor.bundle.metadata_fields)
+    fields = tuple(predictor.bundle.metadata_fields)
     rows = list(table.itertuples(index=False))
     for start in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress, leave=False):
         chunk, index, metas = [], [], []
@@ -108,17 +108,16 @@ def run_table(
             try:
                 chunk.append(predictor.prepare(row.path))
                 index.append(i)
-                if use_meta:
-                    given = {"age": row.age, "sex": row.sex, "site": row.site}
-                    metas.append(
-                        patient.encode(**{k: v for k, v in given.items() if k not in hidden})
-                    )
+                if fields:
+                    given = patient.row_values(row, fields)
+                    shown = {k: v for k, v in given.items() if k not in hidden}
+                    metas.append(patient.encode_fields(fields, shown))
             except ImageError as exc:
                 problems.append(str(exc))
         if not chunk:
             continue
         batch = np.stack(chunk)
-        out, fmap = predictor.forward(batch, np.stack(metas) if use_meta else None, tta)
+        out, fmap = predictor.forward(batch, np.stack(metas) if fields else None, tta)
         pooled_fmap = pooled(fmap)
         if features.shape[1] == 0:
             features = np.full((n, pooled_fmap.shape[1]), np.nan, dtype=np.float32)
@@ -165,7 +164,7 @@ def evaluate_table(
     hides the patient metadata from a model that takes it, `withhold` hides the named
     fields only (as when a clinic leaves them empty). `left_out`: images of labels the
     model does not know, left out before (recorded in the report)."""
-    withhold = patient.FIELDS if not use_metadata else patient.withheld_fields(withhold)
+    withhold = patient.ALL_FIELDS if not use_metadata else patient.withheld_fields(withhold)
 
     predictor = Predictor(bundle, backend, tta=tta)
     unknown = sorted(set(table["label"]) - set(bundle.classes))
@@ -217,8 +216,9 @@ def evaluate_table(
             not_skin,
         )
     metrics["tta"] = tta
-    metrics["metadata"] = bool(bundle.metadata_fields) and len(withhold) < len(patient.FIELDS)
-    metrics["withheld"] = list(withhold) if bundle.metadata_fields else []
+    used = list(bundle.metadata_fields)
+    metrics["metadata"] = bool(used) and not set(used) <= set(withhold)
+    metrics["withheld"] = [f for f in used if f in withhold]
     metrics["unreadable"] = run.problems
     metrics["left_out"] = dict(left_out or {})
     metrics["model"] = bundle.version

@@ -40,13 +40,14 @@ def corrupted_runs(
     """'name sN' -> {'probs', 'not_skin', 'labels'} for every corruption and severity."""
     index = {c: i for i, c in enumerate(predictor.bundle.classes)}
     images, labels, metas = [], [], []
+    fields = tuple(predictor.bundle.metadata_fields) or patient.FIELDS
     for row in table.itertuples(index=False):
         try:
             images.append(load_image(row.path))
         except ImageError:
             continue
         labels.append(index[row.label])
-        metas.append(patient.encode(age=row.age, sex=row.sex, site=row.site))
+        metas.append(patient.encode_fields(fields, patient.row_values(row, fields)))
     seeds = [C.image_seed(str(i)) for i in table["image_id"]]
     use_meta = bool(predictor.bundle.metadata_fields)
     out = {}

@@ -59,7 +59,7 @@ def export_onnx(
     args: tuple = (dummy,)
     names = ["image"]
     if with_meta:
-        args = (dummy, torch.from_numpy(patient.encode())[None])
+        args = (dummy, torch.from_numpy(patient.encode_fields(bundle.metadata_fields))[None])
         names.append("metadata")
     tmp = Path(tempfile.mkdtemp(prefix="dermalens-onnx-"))
     try:

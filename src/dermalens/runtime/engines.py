@@ -67,7 +67,7 @@ class OnnxEngine(Engine):
             feeds["metadata"] = (
                 meta.astype(np.float32)
                 if meta is not None
-                else np.tile(patient.encode(), (len(batch), 1))
+                else np.tile(patient.encode_fields(self.bundle.metadata_fields), (len(batch), 1))
             )
         logits, features = self.session.run(["logits", "features"], feeds)
         return logits, features
@@ -109,6 +109,7 @@ class TorchEngine(Engine):
             "none",
             arch.get("drop_rate", 0.0),
             arch.get("use_metadata", False),
+            tuple(bundle.metadata_fields) or patient.FIELDS,
         )
         state = torch.load(bundle.file(WEIGHTS), map_location="cpu", weights_only=True)
         state = {k: v.float() for k, v in state.items()}

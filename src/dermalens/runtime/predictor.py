@@ -156,11 +156,18 @@ class Predictor:
     def prepare(self, source: ImageSource) -> np.ndarray:
         return to_input(source, self.pre)
 
-    def meta_vector(self, age=None, sex=None, site=None) -> np.ndarray | None:
+    def meta_vector(
+        self, age=None, sex=None, site=None, clinical: dict | None = None
+    ) -> np.ndarray | None:
+        """The model's metadata row (None if it takes none). `clinical`: any of
+        `patient.CLINICAL` (checked; fields this model does not take are ignored, so one set
+        of answers can go to any model); absent or None = missing."""
         if not self.bundle.metadata_fields:
             return None
         patient.validate(age, sex, site)
-        return patient.encode(age, sex, site)[None]
+        extra = patient.validate_clinical(clinical or {})
+        values = {"age": age, "sex": sex, "site": site, **extra}
+        return patient.encode_fields(self.bundle.metadata_fields, values)[None]
 
     def forward(
         self, batch: np.ndarray, meta: np.ndarray | None = None, tta: bool | None = None
@@ -231,10 +238,13 @@ class Predictor:
         sex: str | None = None,
         site: str | None = None,
         tta: bool | None = None,
+        clinical: dict | None = None,
     ) -> Prediction:
+        """`clinical`: optional clinical fields (`patient.CLINICAL`: fitzpatrick, itch, grew,
+        hurt, changed, bleed, elevation, diameter_1, diameter_2) for a model that takes them."""
         t0 = time.perf_counter()
         x = self.prepare(source)[None]
-        meta = self.meta_vector(age, sex, site)
+        meta = self.meta_vector(age, sex, site, clinical)
         name = str(source) if isinstance(source, str | Path) else ""
         return self.predict_input(x, meta, top_k, explain, tta, name, started=t0)
 

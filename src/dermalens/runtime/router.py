@@ -142,7 +142,7 @@ class Router:
         if self.gate is None:  # no gate installed: the one model answers, as before
             return (self.pinned or self.feature).predict(source, **given, tta=tta, **extra)
         x = self.feature.prepare(source)[None]
-        meta = self.feature.meta_vector(age, sex, site)
+        meta = self.feature.meta_vector(age, sex, site, extra.get("clinical"))
         name = str(source) if isinstance(source, str | Path) else ""
         tta = self.feature.tta if tta is None else tta
         forwarded = self.feature.forward(x, meta, tta)

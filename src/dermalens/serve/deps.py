@@ -5,6 +5,7 @@ looked up by id."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from typing import Annotated
@@ -168,20 +169,41 @@ def _choice(value: str | None) -> str | None:
     return value or None
 
 
+CLINICAL_HELP = (
+    "optional JSON object of clinical fields, used by a model that takes them (see "
+    '/model metadata_fields), e.g. {"itch": "yes", "diameter_1": 6}: '
+    + "; ".join(f"{name}: {what}" for name, (what, *_unused) in patient.CLINICAL.items())
+)
+
+
 def patient_form(
     age: Annotated[float | None, Form(description="years, 0-120")] = None,
     sex: Annotated[str | None, Form(description=f"one of {list(patient.SEXES)}")] = None,
     site: Annotated[str | None, Form(description=f"one of {list(patient.SITES)}")] = None,
+    clinical: Annotated[str | None, Form(description=CLINICAL_HELP)] = None,
 ) -> Patient:
     """Optional patient fields; 422 naming the field when one is out of range or unknown."""
     sex, site = _choice(sex), _choice(site)
     try:
         patient.validate(age, sex, site)
+        fields = patient.validate_clinical(_clinical_json(clinical))
     except ValueError as exc:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, patient_error(exc, age, sex, site)
         ) from None
-    return Patient(age=age, sex=sex, site=site)
+    return Patient(age=age, sex=sex, site=site, clinical=fields)
+
+
+def _clinical_json(text: str | None) -> dict:
+    if not (text or "").strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"clinical: {text[:80]!r} is not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("clinical: must be a JSON object of field: value")
+    return value
 
 
 def stored_prediction(

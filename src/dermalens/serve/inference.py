@@ -90,7 +90,15 @@ def predict(
     overlay, which costs most of a heatmap request's time (see benchmarks/load.py).
     A `Router` answers with the model made for the image, or out of scope (no heatmap)."""
     try:
-        result = predictor.predict(image, top_k, explain, patient.age, patient.sex, patient.site)
+        result = predictor.predict(
+            image,
+            top_k,
+            explain,
+            patient.age,
+            patient.sex,
+            patient.site,
+            clinical=patient.clinical,
+        )
     except ImageError as exc:
         raise image_error(exc) from None
     if isinstance(predictor, Router):

@@ -99,6 +99,8 @@ class Patient(BaseModel):
     age: float | None = None
     sex: str | None = None
     site: str | None = None
+    # optional clinical fields (dermalens.patient.CLINICAL) for a model that takes them
+    clinical: dict[str, float | None] = Field(default_factory=dict)
 
 
 STATUSES = ("ok", "uncertain", "out_of_scope", "not_skin")

@@ -61,6 +61,8 @@ class ImageTable(TorchDataset):
         augment: Augment | None = None,
         meta_dropout: float = 0.0,
         seed: int | None = None,
+        fields: tuple[str, ...] = patient.FIELDS,
+        meta_drop_all: float = 0.0,
     ):
         self.table = table.reset_index(drop=True)
         self.index = {c: i for i, c in enumerate(classes)}
@@ -68,6 +70,8 @@ class ImageTable(TorchDataset):
         self.images = images
         self.augment = augment
         self.meta_dropout = meta_dropout
+        self.meta_drop_all = meta_drop_all
+        self.fields = patient.check_fields(fields) or patient.FIELDS
         self.rng = np.random.default_rng(seed)  # metadata dropout (loader workers reseed it)
 
     def __len__(self) -> int:
@@ -85,12 +89,14 @@ class ImageTable(TorchDataset):
         if self.augment is not None:
             image = self.augment(image)
         x = torch.from_numpy(to_input(image, self.pre))
-        fields = {"age": row["age"], "sex": row["sex"], "site": row["site"]}
-        if self.meta_dropout:
+        fields = patient.row_values(row, self.fields)
+        if self.meta_drop_all and self.rng.random() < self.meta_drop_all:
+            fields = {}  # as from a clinic that sends only the image
+        elif self.meta_dropout:
             fields = {
                 k: (None if self.rng.random() < self.meta_dropout else v) for k, v in fields.items()
             }
-        meta = torch.from_numpy(patient.encode(**fields))
+        meta = torch.from_numpy(patient.encode_fields(self.fields, fields))
         return x, meta, self.index[row["label"]]
 
 
@@ -136,7 +142,17 @@ def make_loader(
     augment = Augment.for_config(pre, cfg) if train and cfg.augment else None
     if augment is not None and ctx.rank:
         augment.rng.seed(seed)
-    data = ImageTable(part, classes, pre, images, augment, 0.2 if train else 0.0, seed)
+    data = ImageTable(
+        part,
+        classes,
+        pre,
+        images,
+        augment,
+        cfg.meta_dropout if train else 0.0,
+        seed,
+        cfg.metadata_fields,
+        cfg.meta_drop_all if train else 0.0,
+    )
     sampler = None
     if train and cfg.balance == "sampler":
         weights = class_weights(data.labels(), len(classes), cfg.balance_power)[data.labels()]

@@ -21,11 +21,18 @@ from dermalens.taxonomy import LesionClass, lookup
 DATA_LICENCES = {
     "ham10000": "CC BY-NC-SA 4.0 (HAM10000, Tschandl et al. 2018): non-commercial, share-alike",
     "isic2019": "CC BY-NC 4.0 (ISIC 2019 challenge data): non-commercial",
+    "pad_ufes20": "CC BY 4.0 (PAD-UFES-20, Pacheco et al. 2020, Data in Brief 32, 106221): "
+    "attribution",
 }
+
+# A model trained on smartphone close-ups (PAD-UFES-20) is for those, not for dermoscopy.
+CLINICAL_SOURCES = ("pad_ufes20",)
 
 
 def model_card(cfg: TrainConfig, source: str = "") -> dict:
     """The card facts a bundle carries (the web service and `dermalens info` show them)."""
+    if source in CLINICAL_SOURCES:
+        return clinical_card(cfg, source)
     return {
         "intended_use": (
             "Decision support for clinicians looking at dermoscopic images of skin lesions: "
@@ -38,6 +45,29 @@ def model_card(cfg: TrainConfig, source: str = "") -> dict:
         "data_licence": DATA_LICENCES.get(source, "see the training data's licence"),
         "limits": "Trained on a single public dataset, mostly light skin types; dermoscopic "
         "images only; performance on other devices and populations is unmeasured.",
+    }
+
+
+def clinical_card(cfg: TrainConfig, source: str) -> dict:
+    return {
+        "intended_use": (
+            "Decision support for clinicians looking at clinical close-up photographs of a "
+            "single skin lesion (smartphone or clinic camera, no dermoscope): class "
+            "probabilities, a benign / malignant triage hint and a heatmap; clinical fields "
+            "(age, sex, site, Fitzpatrick type, lesion history) are optional inputs. Not a "
+            "diagnosis and not for use without a clinician."
+        ),
+        "not_for": "Self-diagnosis; dermoscopic images; photos of rashes, body areas, nails "
+        "or hair; lesions outside its six classes; screening decisions without histopathology.",
+        "data": cfg.data,
+        "data_licence": DATA_LICENCES[source],
+        "citation": "Pacheco A.G.C. et al. PAD-UFES-20: a skin lesion dataset composed of "
+        "patient data and clinical images collected from smartphones. Data in Brief 32, "
+        "106221 (2020), doi:10.1016/j.dib.2020.106221",
+        "limits": "Trained on about 420 photos of one Brazilian public dermatology programme "
+        "(18 SCC, 33 melanomas in all); about half of the labels are biopsy-confirmed, the "
+        "rest (most ACK, nevi, seborrhoeic keratoses) a clinical consensus; Fitzpatrick types "
+        "V-VI are too rare in the data to measure; other cameras and populations unmeasured.",
     }
 
 
@@ -73,7 +103,7 @@ def bundle_from_model(
             "use_metadata": cfg.use_metadata,
             "head": "global-average-pool -> linear",
         },
-        metadata_fields=["age", "sex", "site"] if cfg.use_metadata else [],
+        metadata_fields=list(cfg.metadata_fields) if cfg.use_metadata else [],
         train_config=cfg.to_dict(),
         info={
             "created": now(),

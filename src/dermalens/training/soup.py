@@ -126,7 +126,12 @@ class _Builder:
             )
         cfg = self.cfg
         model, _ = build_model(
-            cfg.model, len(self.classes), "none", cfg.drop_rate, cfg.use_metadata
+            cfg.model,
+            len(self.classes),
+            "none",
+            cfg.drop_rate,
+            cfg.use_metadata,
+            cfg.metadata_fields,
         )
         weights = average_weights([self.snapshots[e].state["model"] for e in epochs])
         model.load_state_dict(weights)

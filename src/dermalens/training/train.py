@@ -136,11 +136,16 @@ class Run:
     def _model(self) -> None:
         cfg = self.cfg
         pretrained = "none" if self.resume_state else cfg.pretrained
+        arch = (cfg.drop_rate, cfg.use_metadata, cfg.metadata_fields)
         self.model, self.weight_source = build_model(
-            cfg.model, len(self.classes), pretrained, cfg.drop_rate, cfg.use_metadata
+            cfg.model, len(self.classes), pretrained, *arch
         )
         if self.resume_state:  # the weights come from the checkpoint; keep their origin
             self.weight_source = self.resume_state.get("weight_source", self.weight_source)
+        try:
+            self.model.freeze(cfg.train_stages)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (model={cfg.model})") from None
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model = self.model.to(self.ctx.device)
@@ -150,8 +155,9 @@ class Run:
                 raise ConfigError(f"ema={cfg.ema}: must be between 0 and 1 (0 = off)")
             self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.ema_steps = 0
-        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in trained if p.ndim > 1]
+        no_decay = [p for p in trained if p.ndim <= 1]
         self.optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": cfg.weight_decay},
