@@ -63,7 +63,12 @@ def test_records_round_trip(clinic, fixture_images):
     assert lesion["site"] == "back" and lesion["label"] == "left scapula"
     first = c["filed"][0]
     # the model gets age at the visit, sex and site from the records
-    assert first["prediction"]["patient"] == {"age": 66.0, "sex": "female", "site": "back"}
+    assert first["prediction"]["patient"] == {
+        "age": 66.0,
+        "sex": "female",
+        "site": "back",
+        "clinical": {},
+    }
     assert first["prediction"]["image_kept"] is True and first["image_url"].endswith("/image")
     history = client.get(f"{base}/lesions/{lesion['id']}/history", headers=auth).json()
     assert [p["visit_date"] for p in history["predictions"]] == ["2025-06-01", "2026-06-01"]
