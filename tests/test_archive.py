@@ -1,8 +1,12 @@
 """Archive prediction on Ray Data (`dermalens predict-batch`), run on a local Ray here.
 
-Its Parquet rows must equal `Predictor.predict` on the same images and metadata, a bad or
-missing image must be a row with its error (never a failed job), and a rerun must skip
-what the same bundle already did while another bundle writes apart. One local Ray with 2
+Its Parquet rows must equal `Router.predict` (the scope gate in front of the installed
+models, as `dermalens predict`) on the same images and metadata: status, the gate's kind,
+the model that answered, triage, probabilities, shift warning; an image the gate turns
+away (a flat frame, a phone close-up no installed model covers) gets no triage. With
+`gate=False` they equal `Predictor.predict` of the one model. A bad or missing image must
+be a row with its error (never a failed job), and a rerun must skip what the same models
+already did while other models write apart. One local Ray with 2
 CPUs serves the whole module. Needs the scale extra; under CI (CI set) a missing extra is
 a failure, not a skip.
 
@@ -26,7 +30,9 @@ from PIL import Image
 from conftest import DEFAULT_MODEL, HAM_FIXTURES, ROOT
 from dermalens.cli import main
 from dermalens.data.records import DataError
-from dermalens.runtime.predictor import Predictor
+from dermalens.runtime.predictor import Prediction, Predictor
+from dermalens.runtime.router import Router
+from dermalens.runtime.scope import load_gate
 
 try:
     import pyarrow as pa
@@ -38,6 +44,7 @@ except ModuleNotFoundError:
     pytest.skip("needs the scale extra: pip install -e '.[scale]'", allow_module_level=True)
 
 from dermalens.runtime.archive import predict_archive, start_ray  # noqa: E402
+from dermalens.runtime.archive_io import results_schema  # noqa: E402
 
 # Ray Data's own DataContext warns of its deprecated fields: not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -60,6 +67,14 @@ def predictor() -> Predictor:
     return Predictor(DEFAULT_MODEL, backend="onnx", precision="fp32")
 
 
+@pytest.fixture(scope="module")
+def router() -> Router:
+    """What `dermalens predict` answers with (the actors run fp32 ONNX Runtime too)."""
+    if load_gate() is None:
+        pytest.skip("no bundled scope gate")
+    return Router.installed(backend="onnx", precision="fp32")
+
+
 def _exif_rotated(source: Path, target: Path) -> None:
     """Pixels stored sideways plus EXIF Orientation=6, as a phone writes them."""
     exif = Image.Exif()
@@ -68,15 +83,21 @@ def _exif_rotated(source: Path, target: Path) -> None:
     image.save(target, quality=95, exif=exif.tobytes())
 
 
+PAD_IMAGE = HAM_FIXTURES.parent / "pad" / "images" / "PAT_263_403_966.png"  # a phone close-up
+
+
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory, fixture_images) -> Path:
-    """The fixture images, an EXIF-rotated one, a PNG in a sub-folder, and bad files."""
+    """The fixture images, an EXIF-rotated one, a PNG in a sub-folder, a flat grey frame
+    and a PAD-UFES-20 phone close-up (both turned away by the gate), and bad files."""
     root = tmp_path_factory.mktemp("scans")
     for f in fixture_images:
         shutil.copy(f, root / f.name)
     _exif_rotated(fixture_images[0], root / "rotated.jpg")
     (root / "sub").mkdir()
     Image.open(fixture_images[1]).save(root / "sub" / "nested.png")
+    Image.new("RGB", (200, 150), (128, 128, 128)).save(root / "grey.png")
+    shutil.copy(PAD_IMAGE, root / "phone.png")
     data = fixture_images[2].read_bytes()
     (root / "cut_half.jpg").write_bytes(data[: len(data) // 2])
     (root / "empty.jpg").write_bytes(b"")
@@ -98,8 +119,21 @@ def rows(out: str) -> dict[str, dict]:
     return {r["source"]: r for r in frame.to_dict("records")}
 
 
-def assert_same(row: dict, expected: dict) -> None:
-    """A results row against `Prediction.to_dict()` of the same image."""
+def _plain(value):
+    """A Parquet value as `Prediction.to_dict()` has it: arrays as lists, maps as dicts."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray | list):
+        items = [_plain(v) for v in value]
+        pairs = all(isinstance(v, tuple) and len(v) == 2 for v in items)
+        return dict(items) if items and pairs else items
+    return value
+
+
+def assert_same(row: dict, result: Prediction, by: Router | None = None) -> None:
+    """A results row against `Router.predict` (or `Predictor.predict`) of the same image;
+    `by`: the router that answered, which names the answering bundle."""
+    expected = result.to_dict()
     assert row["error"] == ""
     assert list(row["classes"]) == expected["classes"]
     np.testing.assert_allclose(row["probabilities"], expected["probabilities"], atol=CLOSE)
@@ -110,35 +144,103 @@ def assert_same(row: dict, expected: dict) -> None:
         [t["probability"] for t in expected["top"]],
         atol=CLOSE,
     )
-    assert row["malignant_probability"] == pytest.approx(
-        expected["malignant_probability"], abs=CLOSE
-    )
-    assert row["ood_score"] == pytest.approx(expected["ood_score"], abs=1e-4)
+    if expected["malignant_probability"] is None:  # no model answered: no triage
+        assert pd.isna(row["malignant_probability"]) and pd.isna(row["label"])
+        assert pd.isna(row["ood_score"]) and expected["ood_score"] is None
+    else:
+        assert row["malignant_probability"] == pytest.approx(
+            expected["malignant_probability"], abs=CLOSE
+        )
+        assert row["ood_score"] == pytest.approx(expected["ood_score"], abs=1e-4)
+        assert row["label"] == expected["top"][0]["code"]
     for name in ("triage", "triage_rule", "uncertain", "not_skin", "not_skin_reason", "tta"):
         assert row[name] == expected[name], name
-    assert row["model_version"] == expected["model_version"]
-    assert row["label"] == expected["top"][0]["code"]
+    assert (row["model_version"], row["status"]) == (result.model_version, result.status)
+    scope = _plain(row["scope"])
+    if result.scope is None:
+        assert scope is None and pd.isna(row["scope_kind"])
+    else:
+        want = expected["scope"]
+        assert scope["scores"] == pytest.approx(want["scores"], abs=1e-3), scope["scores"]
+        assert {**scope, "scores": {}} == {**want, "scores": {}}
+        assert row["scope_kind"] == result.scope.kind
+    if by is not None:
+        answered = by.answered_by(result)
+        name = None if pd.isna(row["answered_by"]) else row["answered_by"]
+        assert name == (None if answered is None else answered.bundle.name)
+        if result.scope is not None:
+            assert name == result.scope.model
+    assert _plain(row["shift"]) == expected["shift"]
+    shifted = None if pd.isna(row["shifted"]) else bool(row["shifted"])
+    assert shifted == (None if result.shift is None else result.shift.flagged)
 
 
-def test_folder_rows_equal_predictor(scans, tmp_path, predictor):
+def test_folder_rows_equal_router(scans, tmp_path, router):
     summary = predict_archive(scans, tmp_path / "results", batch_size=4)
     images = sorted(p for p in scans.rglob("*") if p.suffix in (".jpg", ".png"))
     assert (summary.images, summary.written, summary.skipped) == (len(images), len(images), 0)
     assert (summary.rows, summary.errors, summary.actors) == (len(images), len(BAD), 2)
+    assert summary.gate and summary.gate.startswith("scope-gate@")
+    assert summary.routes["dermoscopic"] == router.feature.bundle.version
     got = rows(summary.out)
     assert sorted(got) == [str(p) for p in images]  # readme.txt is not an image name
+    statuses = {}
     for path in images:
         row = got[str(path)]
         assert row["bundle_sha256"] == summary.bundle_sha256
         if path.name in BAD:
             assert row["error"].startswith(f"{path}: {BAD[path.name]}"), row["error"]
             assert pd.isna(row["label"]) and row["probabilities"] is None
-            assert row["model_version"] == predictor.bundle.version
+            assert row["model_version"] == router.feature.bundle.version
+            assert row["status"] == "error" and pd.isna(row["answered_by"])
+            assert row["scope"] is None and row["shift"] is None
         else:
-            assert_same(row, predictor.predict(path).to_dict())
+            expected = router.predict(path)
+            assert_same(row, expected, router)
             assert row["source"] == str(path) and np.isnan(row["age"])
-    upright = predictor.predict(HAM_FIXTURES / "ISIC_0024306.jpg").to_dict()
+        statuses[path.name] = row["status"]
+    # turned away by the gate: no model answered, so no classes and no triage
+    grey = got[str(scans / "grey.png")]
+    assert (grey["status"], grey["scope_kind"], grey["triage"]) == ("not_skin",) * 3
+    phone = got[str(scans / "phone.png")]
+    assert phone["scope_kind"] == "clinical"
+    if "clinical" not in router.routes:
+        assert phone["status"] == "out_of_scope" and pd.isna(phone["answered_by"])
+        assert phone["scope"]["reason"] == "no_model" and list(phone["probabilities"]) == []
+    upright = router.predict(HAM_FIXTURES / "ISIC_0024306.jpg").to_dict()
     assert got[str(scans / "rotated.jpg")]["label"] == upright["top"][0]["code"]
+    # this run's counts, as `runtime.router.summarise` gives them
+    expected_counts: dict[str, int] = {}
+    for status in statuses.values():
+        expected_counts[status] = expected_counts.get(status, 0) + 1
+    assert {k: n for k, n in summary.counts.items() if not k.startswith("answered")} == (
+        expected_counts
+    )
+
+
+def test_without_the_gate_rows_equal_the_one_model(scans, tmp_path, predictor):
+    gated = predict_archive(scans, tmp_path / "results", batch_size=8)
+    alone = predict_archive(scans, tmp_path / "results", batch_size=8, gate=False)
+    assert alone.bundle_sha256 != gated.bundle_sha256 and alone.gate is None
+    assert (alone.written, alone.errors, alone.model_version) == (
+        gated.written,
+        len(BAD),
+        predictor.bundle.version,
+    )
+    got = rows(alone.out)
+    for path in sorted(p for p in scans.rglob("*") if p.suffix in (".jpg", ".png")):
+        if path.name not in BAD:
+            expected = predictor.predict(path)
+            assert_same(got[str(path)], expected)
+            assert got[str(path)]["answered_by"] == predictor.bundle.name
+    # the one model answers the phone photo too (its own OOD check is all that runs)
+    assert got[str(scans / "phone.png")]["probabilities"] is not None
+    # folders written before the status, scope and shift columns read as nulls there
+    old = Path(alone.out) / "old.parquet"
+    pq.write_table(pa.table({"source": ["before.jpg"], "error": [""]}), old)
+    both = pd.read_parquet(tmp_path / "results", schema=results_schema(partitioned=True))
+    assert pd.isna(both.set_index("source").loc["before.jpg", "status"])
+    assert both["status"].notna().sum() == gated.rows + alone.rows
 
 
 def _manifest(root: Path, fixture_images, kind: str) -> Path:
@@ -168,7 +270,7 @@ def _manifest(root: Path, fixture_images, kind: str) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
-def test_manifest_rows_equal_predictor_with_metadata(tmp_path, fixture_images, predictor, kind):
+def test_manifest_rows_equal_router_with_metadata(tmp_path, fixture_images, router, kind):
     manifest = _manifest(tmp_path, fixture_images, kind)
     summary = predict_archive(str(manifest), str(tmp_path / "out"), batch_size=3)
     assert (summary.written, summary.rows, summary.errors) == (10, 10, 3)
@@ -178,8 +280,8 @@ def test_manifest_rows_equal_predictor_with_metadata(tmp_path, fixture_images, p
         m = meta.loc[f.stem]
         source = str(tmp_path / "img" / f.name) if i == 0 else f"img/{f.name}"
         site = m["localization"] if i != 1 else None
-        expected = predictor.predict(f, age=float(m["age"]), sex=m["sex"], site=site)
-        assert_same(got[source], expected.to_dict())
+        expected = router.predict(f, age=float(m["age"]), sex=m["sex"], site=site)
+        assert_same(got[source], expected, router)
         assert (got[source]["age"], got[source]["sex"]) == (m["age"], m["sex"])
     missing = got["img/missing.jpg"]["error"]
     assert missing == "img/missing.jpg: no such file"
@@ -188,7 +290,7 @@ def test_manifest_rows_equal_predictor_with_metadata(tmp_path, fixture_images, p
     assert got[f"img/../img/{first}"]["error"].startswith(f"img/../img/{first}: sex: 'other'")
 
 
-def test_rerun_skips_and_two_bundles_never_mix(tmp_path, fixture_images, predictor):
+def test_rerun_skips_and_two_bundles_never_mix(tmp_path, fixture_images):
     scans = tmp_path / "scans"
     scans.mkdir()
     for f in fixture_images[:3]:
@@ -214,9 +316,12 @@ def test_rerun_skips_and_two_bundles_never_mix(tmp_path, fixture_images, predict
     assert (second.written, second.skipped, second.rows) == (4, 0, 4)
     ours, theirs = rows(first.out), rows(second.out)
     assert len(ours) == 4 and {r["bundle_sha256"] for r in ours.values()} == {first.bundle_sha256}
-    recalibrated = Predictor(other, backend="onnx", precision="fp32")
+    # pinned under the gate, as `dermalens predict --model`: the copy answers, not the
+    # installed bundle of the same version
+    recalibrated = Router.installed(pin=other, backend="onnx", precision="fp32")
+    assert recalibrated.pinned.bundle.path == other
     for source, row in theirs.items():
-        assert_same(row, recalibrated.predict(source).to_dict())
+        assert_same(row, recalibrated.predict(source), recalibrated)
         assert row["model_version"] == ours[source]["model_version"]
         assert row["probabilities"] != pytest.approx(ours[source]["probabilities"])
     both = pd.read_parquet(out)  # one dataset, keyed by the folder name
@@ -261,11 +366,14 @@ def test_cli_predict_batch(scans, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0 and "Traceback" not in out + err, err
     lines = out.splitlines()
-    assert lines[0].startswith("model: ham-") and "12 images: 0 already done, 12" in lines[1]
+    assert lines[0].startswith("model: ham-") and "14 images: 0 already done, 14" in lines[1]
     assert lines[2].startswith(f"results: {tmp_path / 'r'}/bundle=")
-    assert lines[2].endswith("(12 rows, 3 with an error)")
+    assert lines[2].endswith("(14 rows, 3 with an error)")
+    assert lines[3].startswith("scope gate: scope-gate@") and "dermoscopic: ham-" in lines[3]
+    assert lines[4].startswith("this run: ") and "3 error" in lines[4] and "not_skin" in lines[4]
     frame = pd.read_parquet(tmp_path / "r")
-    assert {len(t) for t in frame["top"][frame["error"] == ""]} == {2}
+    assert {len(t) for t in frame["top"][frame["answered_by"].notna()]} == {2}
+    assert {len(t) for t in frame["top"][frame["status"].isin(["not_skin", "out_of_scope"])]} == {0}
 
 
 def test_importing_it_loads_no_ray():

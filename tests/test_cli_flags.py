@@ -40,6 +40,7 @@ TESTED = {
         "--batch-size",
         "--top-k",
         "--progress",
+        "--no-gate",
     },
     "train": set(),
     "evaluate": {
@@ -248,9 +249,11 @@ def test_predict_batch_flags(monkeypatch, capsys):
         "--top-k",
         "5",
         "--progress",
+        "--no-gate",
     )
     assert code == 0
     [call] = calls
+    assert call["gate"] is False
     assert (call["source"], call["out"], call["model"]) == (
         "s3://b/manifest.parquet",
         "s3://b/r",  # a URI stays a string: a Path would fold "s3://" into "s3:/"
@@ -273,6 +276,7 @@ def test_predict_batch_defaults(monkeypatch, capsys):
         1,
     )
     assert (call["batch_size"], call["top_k"], call["progress"]) == (32, 3, False)
+    assert call["gate"] is True  # the scope gate, as `dermalens predict`
 
 
 @pytest.mark.parametrize(

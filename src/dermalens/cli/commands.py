@@ -86,6 +86,7 @@ def run_predict_batch(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             top_k=args.top_k,
             progress=args.progress,
+            gate=not args.no_gate,
         )
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in ("ray", "pyarrow"):
@@ -102,6 +103,11 @@ def run_predict_batch(args: argparse.Namespace) -> int:
         f"predicted in {summary.seconds:.1f} s on {summary.actors} actors"
     )
     print(f"results: {summary.out} ({summary.rows:,} rows, {summary.errors:,} with an error)")
+    if summary.gate:
+        routes = ", ".join(f"{k}: {v}" for k, v in summary.routes.items()) or "none"
+        print(f"scope gate: {summary.gate}; models: {routes}")
+    if summary.counts:
+        print("this run: " + ", ".join(f"{n:,} {k}" for k, n in summary.counts.items()))
     print(f"\n{DISCLAIMER}")
     return 0
 

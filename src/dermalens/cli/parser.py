@@ -70,12 +70,24 @@ def parser() -> argparse.ArgumentParser:
         description="Classify every image of SOURCE (a folder, or a CSV / Parquet manifest "
         "with a 'path' column and optional age, sex and site columns; local or a URI such as "
         "s3://...) on Ray Data and write one Parquet row per image under OUT/bundle=<key>/. "
-        "An image that cannot be used is a row with its 'error'; a rerun skips the images "
-        "that bundle already did. Needs the scale extra: pip install -e '.[scale]'.",
+        "Each row says its status, the scope gate's kind of image and the model that "
+        "answered (as `predict`). An image that cannot be used is a row with its 'error'; a "
+        "rerun skips the images the same models already did. Needs the scale extra: "
+        "pip install -e '.[scale]'.",
     )
     s.add_argument("source", help="folder or manifest (.csv, .parquet), local or a URI")
     s.add_argument("--out", required=True, help="results folder, local or a URI")
-    s.add_argument("--model", help="bundle folder (default: the bundled model)")
+    s.add_argument(
+        "--model",
+        help="pin one bundle folder (default: the scope gate picks the installed model made "
+        "for each image, as in `predict`); the gate still says when an image is not what it "
+        "was made for",
+    )
+    s.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="no scope gate: one model (--model, default the bundled one) answers every image",
+    )
     s.add_argument(
         "--address",
         help="Ray cluster to join, e.g. ray://HOST:10001 (default: $RAY_ADDRESS, else a local "

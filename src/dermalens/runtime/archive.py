@@ -10,14 +10,18 @@ SOURCE is a folder (every image in it, recursively) or a CSV / Parquet manifest 
 filesystem pyarrow opens from a URI (s3://, gs://, hdfs://); a relative path in a manifest
 is relative to the manifest's folder. The driver lists the images and leaves out those
 already done; then Ray Data reads each image's bytes (`read_images`: a missing or
-unreadable file becomes that row's error) and `Classifier` actors, one ONNX Runtime session
-each, decode with `imageio.load_image` (size limits, EXIF orientation) and run the same
-`Predictor` steps as `dermalens predict`: preprocessing, metadata, model, calibration,
-thresholds and the OOD check. Their rows stream back to the driver, which writes them
-(`archive_io.ResultsWriter`: whole files only) as Parquet under OUT/bundle=<key>/, the key
-being the first 16 hex digits of the SHA-256 of every bundle file the actors load. A rerun
-with the same bundle skips each image that already has a row there (an error row
-included); another bundle writes its own folder, so two models' results never mix.
+unreadable file becomes that row's error) and `Classifier` actors decode them with
+`imageio.load_image` (size limits, EXIF orientation) and answer with the same `Router` as
+`dermalens predict` (`Router.predict_batch`): the scope gate in front of the installed
+models (or, with `gate=False`, one model for every image), then the answering model's
+preprocessing, metadata, calibration, thresholds, OOD check and shift warning. Each row
+says its status, the gate's decision and which model answered (`archive_io`). Their rows
+stream back to the driver, which writes them (`archive_io.ResultsWriter`: whole files
+only) as Parquet under OUT/bundle=<key>/, the key being the first 16 hex digits of the
+SHA-256 of every file the actors load (`archive_models`: gate and bundles). A rerun with
+the same models skips each image that already has a row there (an error row included);
+other models, another gate or `gate=False` write their own folder, so two models'
+results never mix.
 
 Needs the scale extra (`pip install -e ".[scale]"`): ray and pyarrow are imported inside
 the functions that use them, so the default install imports this module without them.
@@ -25,19 +29,16 @@ the functions that use them, so the default install imports this module without 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError, default_model_path, load_bundle
+from dermalens import patient
 from dermalens.imageio import ImageError
 from dermalens.runtime.archive_io import (
     MAX_FILE_BYTES,
@@ -48,8 +49,8 @@ from dermalens.runtime.archive_io import (
     results_schema,
     summarise,
 )
+from dermalens.runtime.archive_models import archive_models, models_router
 from dermalens.runtime.engines import cores
-from dermalens.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +74,11 @@ class ArchiveSummary:
     errors: int
     seconds: float
     actors: int
-
-
-def bundle_files(bundle: Bundle) -> dict[str, bytes]:
-    """Every file of the bundle folder the actors need, by relative path: all but the
-    PyTorch weights (the actors run ONNX Runtime). Sent to each actor through Ray's object
-    store, so cluster nodes need no copy of the bundle."""
-    if not bundle.is_ensemble and not bundle.has(ONNX):
-        raise BundleError(f"{bundle.path}: no {ONNX}; run `dermalens export {bundle.path}`")
-    files = sorted(p for p in bundle.path.rglob("*") if p.is_file() and p.name != WEIGHTS)
-    return {p.relative_to(bundle.path).as_posix(): p.read_bytes() for p in files}
-
-
-def bundle_key(files: dict[str, bytes]) -> str:
-    """SHA-256 over every file's path and content: a change to the weights, calibration,
-    thresholds or OOD check gives a new key, and so a new results folder."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return digest.hexdigest()
+    gate: str | None = None  # the scope gate's version; None: one model answered every image
+    routes: dict[str, str] = field(default_factory=dict)  # image kind -> model version
+    # this run's rows by status ("ok", "uncertain", "not_skin", "out_of_scope", "error")
+    # and "answered by <model>", as `runtime.router.summarise` counts them
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def read_images(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -122,45 +109,37 @@ def read_images(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 class Classifier:
-    """Ray Data actor: one `Predictor` (one ONNX Runtime session) per actor, built from
-    the bundle's files; each call turns a batch of image bytes into result rows."""
+    """Ray Data actor: one `Router` (one ONNX Runtime session per model) per actor, built
+    from `archive_models`' files; each call turns a batch of image bytes into result rows."""
 
-    def __init__(self, files_ref: list, key: str, threads: int, top_k: int):
-        """`files_ref`: [the object-store reference of `bundle_files`], in a list so Ray
-        passes the reference and each actor fetches the bundle itself, once."""
+    def __init__(self, files_ref: list, key: str, layout: dict, threads: int, top_k: int):
+        """`files_ref`: [the object-store reference of the models' files], in a list so Ray
+        passes the reference and each actor fetches the files itself, once."""
         # ray: the scale extra
         import ray
 
-        files = ray.get(files_ref[0])
-        folder = Path(tempfile.mkdtemp(prefix="dermalens-bundle-"))
-        try:
-            for name, data in files.items():
-                (folder / name).parent.mkdir(parents=True, exist_ok=True)
-                (folder / name).write_bytes(data)
-            # the hashes in bundle.json are checked again here: a damaged copy fails
-            self.predictor = Predictor(
-                folder, backend="onnx", threads=threads, precision="fp32", spinning=False
-            )
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)  # everything is in memory now
-        self.key = key
-        self.version = self.predictor.bundle.version
-        self.top_k = top_k
+        self.router = models_router(ray.get(files_ref[0]), layout, threads)
+        first = self.router.pinned or self.router.feature
+        self.key, self.version, self.top_k = key, first.bundle.version, top_k
+        # validated as any of the models would: a bad age is that row's error
+        models = [self.router.feature, *self.router.routes.values(), first]
+        self.validates = any(m.bundle.metadata_fields for m in models)
         self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
     def _prepare(self, data: bytes | None, error: str, source: str, meta: tuple):
-        """(input array, metadata vector, error) for one row."""
+        """(input array for the gate's feature model, error) for one row."""
         if error:
-            return None, None, f"{source}: {error}"
+            return None, f"{source}: {error}"
         try:
-            x = self.predictor.prepare(data)  # imageio.load_image: limits, EXIF orientation
+            x = self.router.feature.prepare(data)  # imageio.load_image: limits, EXIF
         except ImageError as exc:  # named "<bytes>": the row's source names it instead
-            return None, None, f"{source}: {str(exc).removeprefix('<bytes>: ')}"
+            return None, f"{source}: {str(exc).removeprefix('<bytes>: ')}"
         try:
-            m = self.predictor.meta_vector(*meta)
+            if self.validates:
+                patient.validate(*meta)
         except ValueError as exc:  # age / sex / site out of range or unknown, named
-            return None, None, f"{source}: {exc}"
-        return x, m, ""
+            return None, f"{source}: {exc}"
+        return x, ""
 
     def __call__(self, batch: dict[str, np.ndarray]):
         # pyarrow: the scale extra
@@ -171,31 +150,27 @@ class Classifier:
         jobs = list(zip(batch["data"], batch["error"], sources, metas))
         run = self.pool.map if self.pool else map
         prepared = list(run(lambda job: self._prepare(*job), jobs))
-        ok = [i for i, (x, _, _) in enumerate(prepared) if x is not None]
+        ok = [i for i, (x, _) in enumerate(prepared) if x is not None]
         predictions = {}
         if ok:
-            p = self.predictor
             x = np.stack([prepared[i][0] for i in ok])
-            meta = None
-            if p.bundle.metadata_fields:
-                meta = np.concatenate([prepared[i][1] for i in ok])
-            logits, fmap = p.forward(x, meta, tta=False)
-            probs = p.calibrated(logits)
-            ood = p.ood_check(x, fmap)
-            for j, i in enumerate(ok):
-                predictions[i] = p.result(
-                    probs[j],
-                    self.top_k,
-                    sources[i],
-                    ood_score=None if ood is None else float(ood[0][j]),
-                    not_skin_reason="" if ood is None else ood[2][j],
-                )
-        rows = [
-            result_row(
-                sources[i], metas[i], predictions.get(i), prepared[i][2], self.version, self.key
+            got = self.router.predict_batch(
+                [batch["data"][i] for i in ok],
+                x,
+                top_k=self.top_k,
+                patients=[metas[i] for i in ok],
+                names=[sources[i] for i in ok],
             )
-            for i in range(len(sources))
-        ]
+            predictions = dict(zip(ok, got))
+        rows = []
+        for i, source in enumerate(sources):
+            found = predictions.get(i)
+            by = self.router.answered_by(found) if found is not None else None
+            answered = None if by is None else by.bundle.name
+            error = prepared[i][1]
+            rows.append(
+                result_row(source, metas[i], found, error, self.version, self.key, answered)
+            )
         return pa.Table.from_pylist(rows, schema=results_schema())
 
 
@@ -242,9 +217,13 @@ def predict_archive(
     batch_size: int = 32,
     top_k: int = 3,
     progress: bool = False,
+    gate: bool = True,
 ) -> ArchiveSummary:
-    """Predict every image of `source` not yet done by this bundle into `out` (Parquet).
+    """Predict every image of `source` not yet done by these models into `out` (Parquet).
 
+    The scope gate in front of the installed models, as `dermalens predict`: `model` (or
+    $DERMALENS_MODEL) pinned, answering the images the gate takes for its kind; with
+    `gate=False` that model (default: the bundled one) answers every image.
     `address`: a Ray cluster (`ray://host:10001`, or "auto"); None starts a local Ray on
     this machine, or joins $RAY_ADDRESS when set. `actors` Classifier actors (0: one per
     `cpus_per_actor` cores of the cluster), each with that many ONNX Runtime and decoding
@@ -259,13 +238,12 @@ def predict_archive(
             f"{actors}, {cpus_per_actor}, {batch_size}, {top_k}"
         )
     t0 = time.perf_counter()
-    bundle = load_bundle(model or default_model_path())
-    files = bundle_files(bundle)
-    key = bundle_key(files)
+    models = archive_models(model, gate)
+    key = models.key
     out_fs, out_root = filesystem(str(out), folder=True)
     folder = f"{out_root.rstrip('/')}/bundle={key[:16]}"
     table, skipped = pending_sources(str(source), out_fs, folder)
-    written = 0
+    written, counts = 0, {}
     if table.num_rows:  # nothing left to do: no Ray to start
         started = start_ray(address)
         try:
@@ -273,8 +251,8 @@ def predict_archive(
             cpus = int(ray.cluster_resources().get("CPU", 1))
             actors = actors or max(1, cpus // cpus_per_actor)
             actors = min(actors, -(-table.num_rows // batch_size))  # no actor without work
-            written = _run(
-                table, files, key, out_fs, folder, actors, cpus_per_actor, batch_size, top_k
+            written, counts = _run(
+                table, models, out_fs, folder, actors, cpus_per_actor, batch_size, top_k
             )
         finally:
             if started:
@@ -282,7 +260,7 @@ def predict_archive(
     rows, errors = summarise(out_fs, folder)
     return ArchiveSummary(
         out=f"{str(out).rstrip('/')}/bundle={key[:16]}",
-        model_version=bundle.version,
+        model_version=models.version,
         bundle_sha256=key,
         images=table.num_rows + skipped,
         skipped=skipped,
@@ -291,6 +269,9 @@ def predict_archive(
         errors=errors,
         seconds=round(time.perf_counter() - t0, 2),
         actors=actors if table.num_rows else 0,
+        gate=models.gate,
+        routes=models.routes,
+        counts=counts,
     )
 
 
@@ -306,7 +287,7 @@ def _quiet(progress: bool) -> None:
     ctx.print_on_execution_start = progress
 
 
-def _run(table, files, key, out_fs, folder, actors, cpus_per_actor, batch_size, top_k):
+def _run(table, models, out_fs, folder, actors, cpus_per_actor, batch_size, top_k):
     # ray: the scale extra
     import ray
     import ray.data
@@ -314,13 +295,13 @@ def _run(table, files, key, out_fs, folder, actors, cpus_per_actor, batch_size, 
     # blocks of a few batches each, so every actor has work from the start
     step = max(1, min(batch_size * 4, -(-table.num_rows // (actors * 2))))
     blocks = [table.slice(i, step) for i in range(0, table.num_rows, step)]
-    files_ref = ray.put(files)
+    files_ref = ray.put(models.files)
     ds = ray.data.from_arrow(blocks).map_batches(
         read_images, batch_size=batch_size, batch_format="numpy", num_cpus=cpus_per_actor
     )
     ds = ds.map_batches(
         Classifier,
-        fn_constructor_args=([files_ref], key, cpus_per_actor, top_k),
+        fn_constructor_args=([files_ref], models.key, models.layout, cpus_per_actor, top_k),
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=cpus_per_actor,
@@ -328,7 +309,11 @@ def _run(table, files, key, out_fs, folder, actors, cpus_per_actor, batch_size, 
     )
     # the rows come back to this process and are written here: a few hundred bytes an
     # image, where a Ray write task would start a worker process (seconds of CPU) per file
+    counts: dict[str, int] = {}
     with ResultsWriter(out_fs, folder, ROWS_PER_FILE) as writer:
         for rows in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             writer.add(rows)
-    return writer.rows
+            names = rows["answered_by"].to_pylist()
+            for key in rows["status"].to_pylist() + [f"answered by {n}" for n in names if n]:
+                counts[key] = counts.get(key, 0) + 1
+    return writer.rows, counts

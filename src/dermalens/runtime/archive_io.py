@@ -53,10 +53,16 @@ def filesystem(uri: str, folder: bool = False):
     return remote, f"{base.rstrip('/')}/{key}" if key else base
 
 
-def results_schema():
+def results_schema(partitioned: bool = False):
     """The columns of every results file: `Prediction.to_dict()`'s fields (less the
     heatmap, timings and disclaimer) with the image's metadata, its answer (`label`),
-    the bundle's content hash and the reason it got no answer (`error`, "" when none)."""
+    the bundle's content hash and the reason it got no answer (`error`, "" when none);
+    then (added with the scope gate, so older files lack them) `status`, the bundle that
+    answered (`answered_by`), the gate's kind of image (`scope_kind`), the shift warning
+    (`shifted`), and the whole `scope` and `shift` objects. `partitioned`: with the
+    `bundle` column a reader of OUT takes from the folder names; reading with this schema
+    (`pd.read_parquet(OUT, schema=results_schema(True))`) gives files written before a
+    column existed nulls there, whichever file a reader looks at first."""
     # pyarrow: the scale extra
     import pyarrow as pa
 
@@ -73,7 +79,32 @@ def results_schema():
     columns += [("not_skin_reason", pa.string()), ("ood_score", pa.float64())]
     columns += [("tta", pa.bool_()), ("model_version", pa.string())]
     columns += [("bundle_sha256", pa.string()), ("error", pa.string())]
-    return pa.schema(columns)
+    columns += [(name, pa.string()) for name in ("status", "answered_by", "scope_kind")]
+    columns += [("shifted", pa.bool_()), ("scope", _scope_type()), ("shift", _shift_type())]
+    return pa.schema(columns + ([("bundle", pa.string())] if partitioned else []))
+
+
+def _scope_type():
+    """`runtime.scope.Scope` as a Parquet struct (`scores`: a map, the gate's scores)."""
+    # pyarrow: the scale extra
+    import pyarrow as pa
+
+    words = [(name, pa.string()) for name in ("kind", "reason", "model", "why", "rule")]
+    return pa.struct(
+        words
+        + [("scores", pa.map_(pa.string(), pa.float64())), ("covers", pa.list_(pa.string()))]
+        + [("advice", pa.string())]
+    )
+
+
+def _shift_type():
+    """`runtime.shift.ShiftFlag` as a Parquet struct."""
+    # pyarrow: the scale extra
+    import pyarrow as pa
+
+    return pa.struct(
+        [("flagged", pa.bool_()), ("measures", pa.list_(pa.string())), ("message", pa.string())]
+    )
 
 
 RESULT_FIELDS = (
@@ -88,20 +119,37 @@ RESULT_FIELDS = (
     "not_skin_reason",
     "ood_score",
     "tta",
+    "status",
+    "scope",
+    "shift",
 )
 
 
 def result_row(
-    source: str, meta: tuple, prediction: Prediction | None, error: str, version: str, key: str
+    source: str,
+    meta: tuple,
+    prediction: Prediction | None,
+    error: str,
+    version: str,
+    key: str,
+    answered_by: str | None = None,
 ) -> dict:
-    """One image's row; without a prediction the answer's columns are null."""
+    """One image's row; without a prediction the answer's columns are null and `status`
+    is "error". `version`: the model the row names when no model answered it (an error
+    row; an answer from no model names the gate); `answered_by`: the bundle that
+    answered (None: none did)."""
     row = {"source": source, **dict(zip(META_COLUMNS, meta))}
     if row["age"] is not None:
         row["age"] = float(row["age"])
     found = prediction.to_dict() if prediction is not None else {}
     row.update({name: found.get(name) for name in RESULT_FIELDS})
-    row["label"] = prediction.label if prediction is not None else None
+    row["label"] = (prediction.label or None) if prediction is not None else None
+    if prediction is not None:
+        version = prediction.model_version
     row.update(model_version=version, bundle_sha256=key, error=error)
+    row.update(status=row["status"] or "error", answered_by=answered_by)
+    row["scope_kind"] = (row["scope"] or {}).get("kind")
+    row["shifted"] = (row["shift"] or {}).get("flagged")
     return row
 
 
@@ -169,15 +217,14 @@ def read_results(fs, folder: str, columns: list[str]):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = []
+    tables, schema = [], results_schema()
     for path in _results_files(fs, folder):
-        try:
-            tables.append(pq.read_table(path, columns=columns, filesystem=fs))
+        try:  # a file from before a column existed: nulls there
+            tables.append(pq.read_table(path, columns=columns, filesystem=fs, schema=schema))
         except (OSError, pa.ArrowException) as exc:
             parent, name = path.rsplit("/", 1)
             fs.move(path, f"{parent}/_unreadable-{name}")
             log.warning("%s: cannot be read (%s); renamed, its images will be redone", path, exc)
-    schema = results_schema()
     empty = pa.table({c: pa.array([], schema.field(c).type) for c in columns})
     return pa.concat_tables([empty, *tables]) if tables else empty
 

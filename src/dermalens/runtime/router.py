@@ -4,6 +4,7 @@
     router = Router.installed()                  # the bundled models and gate
     result = router.predict("photo.jpg")         # a Prediction
     result.status, result.scope.model, result.scope.why
+    router.predict_batch(paths, batch)           # a preprocessed batch: one forward pass
 
 The gate (`runtime.scope`) reads the feature model's forward pass (the default bundle) and
 puts the image in one of four kinds. A dermoscopic close-up goes to the model for
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dermalens.bundle import BundleError, load_bundle
+from dermalens.bundle import Bundle, BundleError, load_bundle
 from dermalens.imageio import ImageSource
 from dermalens.runtime.ood import pixel_stats, pooled
 from dermalens.runtime.predictor import Prediction, Predictor
@@ -64,28 +65,32 @@ class Router:
 
     @classmethod
     def installed(
-        cls, pin: str | Path | None = None, gate: Gate | None | str = "bundled", **options
+        cls,
+        pin: str | Path | None = None,
+        gate: Gate | None | str = "bundled",
+        root: Path = BUNDLED,
+        **options,
     ) -> Router:
-        """The gate and bundles under bundled/; `options` go to every `Predictor`."""
-        gate = load_gate() if gate == "bundled" else gate
-        feature_name = gate.feature_model if gate is not None else "default"
-        feature = Predictor(BUNDLED / feature_name, **options)
-        fitted = gate.info.get("feature_model_version") if gate is not None else None
-        if fitted and fitted != feature.bundle.version:
-            raise BundleError(
-                f"the scope gate was fitted on {fitted}'s features but bundled/{feature_name} "
-                f"is {feature.bundle.version}: refit it (python -m dermalens.evaluation.scope_fit)"
-            )
-        routes = {}
-        for kind, folder in (gate.routes if gate is not None else {}).items():
-            if folder == feature_name:
-                routes[kind] = feature
-            elif (BUNDLED / folder / "bundle.json").is_file():
-                routes[kind] = Predictor(BUNDLED / folder, **options)
+        """The gate and bundles under `root` (bundled/); `options` go to every `Predictor`."""
+        gate = load_gate(root / "gate") if gate == "bundled" else gate
+        folders = installed_folders(gate, root)
+        feature_name, *_ = folders
+        feature = Predictor(folders[feature_name], **options)
+        check_fitted(gate, feature.bundle)
+        loaded = {feature_name: feature}
+        for name, folder in list(folders.items())[1:]:
+            loaded[name] = Predictor(folder, **options)
+        routes = {
+            kind: loaded[name]
+            for kind, name in (gate.routes if gate is not None else {}).items()
+            if name in loaded
+        }
         pinned = None
         if pin is not None:
             bundle = load_bundle(pin)
-            same = [p for p in routes.values() if p.bundle.version == bundle.version]
+            # the same folder only: a recalibrated copy keeps the version (the weights' hash)
+            where = bundle.path.resolve()
+            same = [p for p in routes.values() if p.bundle.path.resolve() == where]
             pinned = same[0] if same else Predictor(bundle, **options)
         return cls(feature, routes, gate, pinned)
 
@@ -159,35 +164,49 @@ class Router:
         return self.answered(result, decision, target)
 
     def predict_batch(
-        self, paths: Sequence[Path], batch: np.ndarray, stats: np.ndarray, top_k: int = 3
+        self,
+        sources: Sequence[ImageSource],
+        batch: np.ndarray,
+        stats: np.ndarray | None = None,
+        top_k: int = 3,
+        patients: Sequence[tuple] | None = None,
+        names: Sequence[str] | None = None,
     ) -> list[Prediction]:
-        """Images already preprocessed for the feature model (a folder's decoded batch, with
-        its `pixel_stats`), image only; a path routed elsewhere is decoded again there."""
-        logits, fmap = self.feature.forward(batch)
-        if self.gate is None and self.pinned is not None:
-            return [self.pinned.predict(p, top_k=top_k) for p in paths]
+        """`predict` on images already preprocessed for the feature model (`batch`, with its
+        `pixel_stats` when computed): one forward pass and one gate call for all. A model
+        other than the feature model decodes the image's `sources` entry (a path or the
+        file's bytes) again. `patients`: each image's (age, sex, site), else unknown (as a
+        folder's); `names`: each result's `source` (default: the path)."""
+        if names is None:
+            names = [str(s) if isinstance(s, str | Path) else "" for s in sources]
+        meta = None
+        if patients is not None and self.feature.bundle.metadata_fields:
+            meta = np.concatenate([self.feature.meta_vector(*p) for p in patients])
+        logits, fmap = self.feature.forward(batch, meta)
+        stats = pixel_stats(batch, self.feature.pre) if stats is None else stats
         decisions = self.decide(batch, fmap, stats) if self.gate is not None else None
         probs = self.feature.calibrated(logits)
         ood = self.feature.ood_check(batch, fmap, stats)
         shift = self.feature.shift_check(batch, None if ood is None else ood[0], stats)
         out = []
-        for j, path in enumerate(paths):
-            target = self.target(decisions[j]) if decisions else self.feature
+        for j, name in enumerate(names):
+            target = self.target(decisions[j]) if decisions else self.pinned or self.feature
             if isinstance(target, Prediction):
                 result = target
             elif target is self.feature:
                 result = target.result(
                     probs[j],
                     top_k,
-                    str(path),
+                    name,
                     ood_score=None if ood is None else float(ood[0][j]),
                     not_skin_reason="" if ood is None else ood[2][j],
                     shift=None if shift is None else shift[j],
                 )
                 result.tta = bool(target.tta)
             else:
-                result = target.predict(path, top_k=top_k)
-            result.source = str(path)
+                age, sex, site = patients[j] if patients is not None else (None, None, None)
+                result = target.predict(sources[j], top_k=top_k, age=age, sex=sex, site=site)
+            result.source = name
             if decisions is not None and not isinstance(target, Prediction):
                 result = self.answered(result, decisions[j], target)
             out.append(result)
@@ -285,6 +304,27 @@ class Router:
             advice="" if result.status == "ok" else SEE_A_CLINICIAN,
         )
         return result
+
+
+def installed_folders(gate: Gate | None, root: Path = BUNDLED) -> dict[str, Path]:
+    """The bundle folders under `root` a `Router` with this gate loads, by folder name: the
+    gate's feature model first, then each routed one that is installed."""
+    feature = gate.feature_model if gate is not None else "default"
+    folders = {feature: root / feature}
+    for name in (gate.routes if gate is not None else {}).values():
+        if (root / name / "bundle.json").is_file():
+            folders.setdefault(name, root / name)
+    return folders
+
+
+def check_fitted(gate: Gate | None, feature: Bundle) -> None:
+    """The gate reads `feature`'s pooled features: it must be the model it was fitted on."""
+    fitted = gate.info.get("feature_model_version") if gate is not None else None
+    if fitted and fitted != feature.version:
+        raise BundleError(
+            f"the scope gate was fitted on {fitted}'s features but {feature.path} is "
+            f"{feature.version}: refit it (python -m dermalens.evaluation.scope_fit)"
+        )
 
 
 def summarise(predictions: Sequence[Prediction]) -> dict[str, int]:
