@@ -35,6 +35,7 @@ from dermalens.bundle import Bundle, load_bundle
 from dermalens.imageio import ImageSource
 from dermalens.preprocess import to_input
 from dermalens.runtime.calibration import Calibration, tta_views
+from dermalens.runtime.checks import ImageStats, image_checks
 from dermalens.runtime.engines import Engine
 from dermalens.runtime.explain import cam_grid, upsample
 from dermalens.runtime.ood import OodDetector, load_ood, pixel_stats, pooled
@@ -258,17 +259,18 @@ class Predictor:
         source: str = "",
         forwarded: tuple[np.ndarray, np.ndarray] | None = None,
         started: float | None = None,
+        stats: ImageStats | None = None,
     ) -> Prediction:
         """`predict` on one preprocessed image (1 x 3 x H x W); `forwarded`: this image's
-        `forward` output when already computed (the router's gate needs it first)."""
+        `forward` output, `stats` its `ImageStats`, when already computed (the router's
+        gate needs both first)."""
         t1 = time.perf_counter()
         t0 = t1 if started is None else started
         tta = self.tta if tta is None else tta
         logits, fmap = forwarded if forwarded is not None else self.forward(x, meta, tta)
         probs = self.calibrated(logits)[0]
-        pixels = None if self.ood is None else pixel_stats(x, self.pre)
-        ood = self.ood_check(x, fmap, pixels)
-        shift = self.shift_check(x, None if ood is None else ood[0], pixels)
+        stats = ImageStats(x, fmap, self.pre) if stats is None else stats
+        ood, shift = image_checks(self.ood, self.shift, stats)
         t2 = time.perf_counter()
         heatmap = grid = None
         if explain:

@@ -30,7 +30,7 @@ import numpy as np
 
 from dermalens.bundle import Bundle, BundleError, load_bundle
 from dermalens.imageio import ImageSource
-from dermalens.runtime.ood import pixel_stats, pooled
+from dermalens.runtime.checks import ImageStats, image_checks
 from dermalens.runtime.predictor import Prediction, Predictor
 from dermalens.runtime.scope import (
     COVERS,
@@ -40,7 +40,6 @@ from dermalens.runtime.scope import (
     Scope,
     ScopeDecision,
     load_gate,
-    thumbnails,
 )
 
 BUNDLED = Path(__file__).resolve().parents[1] / "bundled"
@@ -151,13 +150,16 @@ class Router:
         name = str(source) if isinstance(source, str | Path) else ""
         tta = self.feature.tta if tta is None else tta
         forwarded = self.feature.forward(x, meta, tta)
-        decision = self.decide(x, forwarded[1])[0]
+        stats = ImageStats(x, forwarded[1], self.feature.pre)  # read by the gate and the checks
+        decision = self.decide(stats)[0]
         target = self.target(decision)
         if isinstance(target, Prediction):
             target.source = name
             return target
         if target is self.feature:
-            result = target.predict_input(x, meta, top_k, explain, tta, name, forwarded)
+            result = target.predict_input(
+                x, meta, top_k, explain, tta, name, forwarded, stats=stats
+            )
         else:
             result = target.predict(source, **given, tta=tta, **extra)
             result.source = name
@@ -183,11 +185,10 @@ class Router:
         if patients is not None and self.feature.bundle.metadata_fields:
             meta = np.concatenate([self.feature.meta_vector(*p) for p in patients])
         logits, fmap = self.feature.forward(batch, meta)
-        stats = pixel_stats(batch, self.feature.pre) if stats is None else stats
-        decisions = self.decide(batch, fmap, stats) if self.gate is not None else None
+        measured = ImageStats(batch, fmap, self.feature.pre, stats)
+        decisions = self.decide(measured) if self.gate is not None else None
         probs = self.feature.calibrated(logits)
-        ood = self.feature.ood_check(batch, fmap, stats)
-        shift = self.feature.shift_check(batch, None if ood is None else ood[0], stats)
+        ood, shift = image_checks(self.feature.ood, self.feature.shift, measured)
         out = []
         for j, name in enumerate(names):
             target = self.target(decisions[j]) if decisions else self.pinned or self.feature
@@ -212,11 +213,9 @@ class Router:
             out.append(result)
         return out
 
-    def decide(
-        self, batch: np.ndarray, fmap: np.ndarray, stats: np.ndarray | None = None
-    ) -> list[ScopeDecision]:
-        stats = pixel_stats(batch, self.feature.pre) if stats is None else stats
-        return self.gate.decide(pooled(fmap), stats, thumbnails(batch, self.feature.pre))
+    def decide(self, stats: ImageStats) -> list[ScopeDecision]:
+        """The gate's decision per image of a batch preprocessed for the feature model."""
+        return self.gate.decide(stats.features, stats.pixels, stats.thumbs)
 
     def target(self, decision: ScopeDecision) -> Predictor | Prediction:
         """The predictor that answers this kind, or the out-of-scope answer."""

@@ -67,6 +67,16 @@ def _grey_laplacian(grey: np.ndarray) -> np.ndarray:
     )
 
 
+def _median(values: np.ndarray) -> np.floating:
+    """`np.median` of a flat array, the same value: one partition at the upper middle and
+    the maximum below it (a partition at two indices takes about four times as long)."""
+    half = values.size // 2
+    part = np.partition(values, half)
+    if values.size % 2:
+        return part[half]
+    return np.mean(np.stack([part[:half].max(), part[half]]))
+
+
 def acquisition_stats(
     batch: np.ndarray,
     pre: Preprocessing,
@@ -101,7 +111,7 @@ def acquisition_stats(
             (rgb[0] / total).mean(),
             (rgb[1] / total).mean(),
             np.log1p(lap.var()),
-            np.log1p(np.median(np.abs(lap))),
+            np.log1p(_median(np.abs(lap).ravel())),
             (high[border] < DARK).mean(),
             np.degrees(np.arctan2((red + green) / 2 - blue, red - green)),
             (corners.mean() + 1.0) / (centre.mean() + 1.0),

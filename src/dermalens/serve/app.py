@@ -56,6 +56,7 @@ def load_router(settings: Settings) -> Router:
         "threads": settings.threads,
         "tta": settings.tta,
         "precision": settings.precision,
+        "spinning": settings.spinning,
     }
     pinned = "model" in settings.model_fields_set
     try:

@@ -27,19 +27,22 @@ from dermalens.serve.settings import Settings
 from dermalens.serve.tables import PredictionRecord
 
 
-def get_settings(request: Request) -> Settings:
+# Getters of what the lifespan loaded are `async def`: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop each (and a wait for the GIL under load) for
+# an attribute read.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_predictor(request: Request) -> Predictor:
+async def get_predictor(request: Request) -> Predictor:
     return request.app.state.predictor
 
 
-def get_recent_shifts(request: Request) -> RecentShifts:
+async def get_recent_shifts(request: Request) -> RecentShifts:
     return request.app.state.recent_shifts
 
 
-def get_router(request: Request) -> Router:
+async def get_router(request: Request) -> Router:
     return request.app.state.router
 
 
@@ -176,7 +179,7 @@ CLINICAL_HELP = (
 )
 
 
-def patient_form(
+async def patient_form(  # async: no I/O, no thread hop (see get_settings)
     age: Annotated[float | None, Form(description="years, 0-120")] = None,
     sex: Annotated[str | None, Form(description=f"one of {list(patient.SEXES)}")] = None,
     site: Annotated[str | None, Form(description=f"one of {list(patient.SITES)}")] = None,

@@ -45,20 +45,27 @@ from dermalens.serve.uploads import image_error
 class RecentShifts:
     """The shift flags of the latest `size` requests of this process, and their batch test.
 
-    Requests are answered in parallel threads, so adding and testing hold a lock."""
+    Requests are answered in parallel threads, so adding and testing hold a lock. The test
+    depends only on how many of how many requests were flagged, so each (images, flagged)
+    pair's answer is kept (at most `size` x `size` of them) instead of SciPy's binomial
+    tail on every request."""
 
     def __init__(self, monitor: ShiftMonitor | None, size: int):
         self.monitor = monitor
         self.flags: deque[bool] = deque(maxlen=size)
         self.lock = threading.Lock()
+        self.tests: dict[tuple[int, int], dict] = {}
 
     def add(self, flagged: bool) -> ShiftBatch | None:
         if self.monitor is None:
             return None
         with self.lock:
             self.flags.append(flagged)
-            window = list(self.flags)
-        return ShiftBatch(**self.monitor.batch_warning(window))
+            counts = len(self.flags), sum(self.flags)
+            if counts not in self.tests:
+                self.tests[counts] = self.monitor.batch_warning(list(self.flags))
+            test = self.tests[counts]
+        return ShiftBatch(**test)
 
 
 def png_data_url(image: Image.Image) -> str:

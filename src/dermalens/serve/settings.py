@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     maps_query: str = "dermatologist"
     top_k: int = Field(3, ge=1, le=50)
     threads: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0: all cores
+    # ONNX Runtime's idle threads busy-wait for the next call (True) or sleep at once: under
+    # concurrent requests a spinning thread holds a core the other requests' NumPy work needs
+    # (benchmarks/RESULTS.md, "Per-request path")
+    spinning: bool = False
     # "auto": the bundle's optimised graph when it was accepted and measured faster (else the
     # plain model.onnx); "fp32": always the plain model.onnx
     precision: str = Field("auto", pattern="^(auto|fp32)$")
