@@ -3,7 +3,8 @@
 `Router.predict` now shares one `ImageStats` (pixel statistics, pooled features,
 thumbnails) between the scope gate, the OOD check and the shift warning, and scores the
 colours once. `reference_predict` below is the path as it was (each check computing its
-own statistics, `OodDetector.check` then `Predictor.shift_check`); both must give the same
+own statistics, `OodDetector.check`, then the shift warning scoring the colours again); both
+must give the same
 `Prediction` on real images, and the faster median of the shift statistics must equal
 `np.median`.
 
@@ -41,6 +42,12 @@ def router() -> Router:
     return Router.installed()
 
 
+def reference_shift(feature, x, ood_scores, pixels):
+    """The shift warning as `Predictor.shift_check` gave it: its own colour scores."""
+    colours = feature.ood.colour_score(pixels)
+    return feature.shift.flags(acquisition_stats(x, feature.pre, ood_scores, colours))
+
+
 def reference_predict(router: Router, path: Path, explain: bool):
     """`Router.predict` (no patient data, no TTA) as it was before `ImageStats`."""
     feature = router.feature
@@ -59,7 +66,7 @@ def reference_predict(router: Router, path: Path, explain: bool):
     probs = feature.calibrated(logits)[0]
     pixels = pixel_stats(x, pre)
     ood = feature.ood.check(pooled(fmap), pixels)
-    shift = feature.shift_check(x, ood[0], pixels)
+    shift = reference_shift(feature, x, ood[0], pixels)
     result = feature.result(probs, 3, str(path), float(ood[0][0]), ood[2][0], shift[0])
     if explain:
         index = int(feature.decide(probs[None])[0])
@@ -107,10 +114,12 @@ def test_image_checks_equal_the_separate_checks(router, monkeypatch):
     monkeypatch.setattr(ShiftMonitor, "flags", lambda m, s: measured.append(s) or flags_of(m, s))
     stats = ImageStats(x, fmap, feature.pre)
     (scores, flags, reasons), shift = image_checks(feature.ood, feature.shift, stats)
-    old_scores, old_flags, old_reasons = feature.ood_check(x, fmap)
+    pixels = pixel_stats(x, feature.pre)
+    old_scores, old_flags, old_reasons = feature.ood.check(pooled(fmap), pixels)
     assert np.array_equal(scores, old_scores) and np.array_equal(flags, old_flags)
     assert reasons == old_reasons
-    assert shift == feature.shift_check(x, old_scores)
+    assert shift == reference_shift(feature, x, old_scores, pixels)
+    assert feature.ood_check(x, fmap)[2] == old_reasons
     assert np.array_equal(measured[0], measured[1], equal_nan=True)
     assert not np.isnan(measured[0][:, -2:]).any()  # both OOD columns were filled in
     assert np.array_equal(stats.pixels, pixel_stats(x, feature.pre))

@@ -10,8 +10,9 @@ descriptors (`ood.pixel_stats`), the feature map mean-pooled (`ood.pooled`), the
 thumbnails (`scope.thumbnails`) and the colour score against the OOD check's bank. A
 request used to compute the pixel statistics twice (gate, then OOD check) and the colour
 score twice (OOD check, then shift warning); `ImageStats` holds each once, and
-`image_checks` gives the same answers as `OodDetector.check` followed by
-`Predictor.shift_check`, from the same arrays (benchmarks/RESULTS.md, "Per-request path").
+`image_checks` gives the same answers as `OodDetector.check` followed by the shift warning
+on its own statistics (tests/test_request_path.py; benchmarks/RESULTS.md, "Per-request
+path").
 """
 
 from __future__ import annotations

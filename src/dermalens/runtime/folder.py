@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from dermalens.imageio import ImageError, find_images, load_image
 from dermalens.preprocess import Preprocessing, channel_planes, resize
+from dermalens.runtime.checks import ImageStats, image_checks
 from dermalens.runtime.engines import cores
 from dermalens.runtime.ood import PIXEL_STATS, pixel_stats
 from dermalens.runtime.predictor import Prediction, Predictor
@@ -191,8 +192,8 @@ def folder_summary(predictor: Predictor | Router, items: Sequence[FolderItem]) -
 def _model_results(predictor: Predictor, chunk, ok, batch, stats, top_k) -> dict[int, Prediction]:
     logits, fmap = predictor.forward(batch)  # metadata unknown: the engine fills it in
     probs = predictor.calibrated(logits)
-    ood = predictor.ood_check(batch, fmap, stats)
-    shift = predictor.shift_check(batch, None if ood is None else ood[0], stats)
+    measured = ImageStats(batch, fmap, predictor.pre, stats)
+    ood, shift = image_checks(predictor.ood, predictor.shift, measured)
     results = {}
     for j, i in enumerate(ok):
         results[i] = predictor.result(

@@ -38,10 +38,10 @@ from dermalens.runtime.calibration import Calibration, tta_views
 from dermalens.runtime.checks import ImageStats, image_checks
 from dermalens.runtime.engines import Engine
 from dermalens.runtime.explain import cam_grid, upsample
-from dermalens.runtime.ood import OodDetector, load_ood, pixel_stats, pooled
+from dermalens.runtime.ood import OodDetector, load_ood
 from dermalens.runtime.scope import Scope
 from dermalens.runtime.selection import make_engine
-from dermalens.runtime.shift import ShiftFlag, ShiftMonitor, acquisition_stats
+from dermalens.runtime.shift import ShiftFlag, ShiftMonitor
 from dermalens.wording import N_
 
 DEFAULT_UNCERTAIN = 0.5  # the answer's probability below which the answer is "uncertain"
@@ -204,31 +204,9 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
         """(OOD scores, not-skin flags, reasons) for preprocessed images, or None if no check.
 
-        `pixels`: the batch's `ood.pixel_stats` when already computed (folder decoders do)."""
-        if self.ood is None:
-            return None
-        if pixels is None:
-            pixels = pixel_stats(batch, self.pre)
-        return self.ood.check(pooled(fmap), pixels)
-
-    def shift_check(
-        self,
-        batch: np.ndarray,
-        ood_scores: np.ndarray | None = None,
-        pixels: np.ndarray | None = None,
-    ) -> list[ShiftFlag] | None:
-        """The shift warning per preprocessed image, or None when the bundle has none.
-
-        `ood_scores`: the OOD check's feature scores of the same images (from `ood_check`);
-        `pixels`: their `ood.pixel_stats`, for the colour scores (computed when not given)."""
-        if self.shift is None:
-            return None
-        colours = None
-        if self.ood is not None:
-            if pixels is None:
-                pixels = pixel_stats(batch, self.pre)
-            colours = self.ood.colour_score(pixels)
-        return self.shift.flags(acquisition_stats(batch, self.pre, ood_scores, colours))
+        `pixels`: the batch's `ood.pixel_stats` when already computed (folder decoders do).
+        With the shift warning too, `checks.image_checks` scores the colours once for both."""
+        return image_checks(self.ood, None, ImageStats(batch, fmap, self.pre, pixels))[0]
 
     def predict(
         self,
