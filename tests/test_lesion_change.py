@@ -68,4 +68,23 @@ def test_a_different_lesion_image_scores_higher(predictor, fixture_images):
 
 def test_malignant_probability_of_a_stored_result():
     assert malignant_probability({"triage": {"malignant_probability": 0.42}}) == 0.42
-    assert malignant_probability({}) == 0.0
+    # no model answered (out of scope), or a result without a triage block
+    assert malignant_probability({"triage": {"malignant_probability": None}}) is None
+    assert malignant_probability({}) is None
+
+
+def test_only_one_models_probabilities_are_compared(predictor):
+    """A rise from no answer, or between two models' answers, is not a rise: no flag."""
+    high = 0.1 + P_MALIGNANT_MARGIN + 0.2
+    entries = [
+        Entry("p1", "v1", day(0), 0.1, None, "dermoscopic@1"),
+        Entry("p2", "v2", day(1), high, None, "clinical@1"),  # another model
+        Entry("p3", "v3", day(2), None, None, ""),  # turned away by the scope gate
+        Entry("p4", "v4", day(3), high, None, "clinical@1"),
+        Entry("p5", "v5", day(4), high + P_MALIGNANT_MARGIN + 0.01, None, "clinical@1"),
+    ]
+    changes = visit_changes(predictor, entries)
+    assert [c.malignant_probability_rise for c in changes[:3]] == [None, None, None]
+    assert not any(c.changed_since_last_visit for c in changes[:3])
+    assert changes[3].malignant_probability_rise == pytest.approx(P_MALIGNANT_MARGIN + 0.01)
+    assert changes[3].changed_since_last_visit

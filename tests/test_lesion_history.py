@@ -84,11 +84,47 @@ def test_growth_is_flagged_on_the_page(clinic):
     images = re.findall(r'<img src="([^"]+)"', page.text)
     assert images == [p["image_url"] for p in history["predictions"]]  # visit order
     assert client.get(images[0]).status_code == 200  # the session cookie reads them
-    assert (
-        'polyline class="malignant"' in page.text
-        and page.text.count('<circle class="malignant"') == 2
-    )
+    # drawn lesions are not dermoscopic close-ups: the scope gate turns them away from the
+    # pinned dermoscopic model (as POST /predictions would), so no P(malignant) to draw or
+    # compare, and only the images' change flags the lesion
+    assert {p["prediction"]["status"] for p in history["predictions"]} == {"out_of_scope"}
+    assert change["malignant_probability_rise"] is None
+    assert 'polyline class="malignant"' in page.text
+    assert page.text.count('<circle class="malignant"') == 0
+    assert page.text.count("this tool cannot assess this image") == 2
     assert page.text.count("<tr><td>") == 1  # one row of changes
+    client.cookies.clear()
+
+
+def test_a_visit_upload_goes_through_the_scope_gate(clinic, fixture_images):
+    """A lesion's upload at a visit gets the answer POST /api/v1/predictions gives the same
+    bytes: the gate's decision, the model that answered, or no answer at all."""
+    client, auth = clinic
+    grey = Image.new("RGB", (200, 150), (128, 128, 128))
+    lesion_image = fixture_images[0].read_bytes()
+    path, history = lesion_over(client, auth, [lesion_image, jpeg(grey)])
+    filed = [p["prediction"] for p in history["predictions"]]
+    for data, got in zip([lesion_image, jpeg(grey)], filed):
+        fields = {k: v for k, v in got["patient"].items() if v not in (None, {})}
+        quick = client.post(
+            "/api/v1/predictions?explain=false",
+            files={"file": ("x.jpg", data)},
+            data=fields,
+            headers=auth,
+        )
+        assert quick.status_code == 201, quick.text
+        want = quick.json()
+        for key in ("status", "scope", "model", "triage", "shift", "not_skin"):
+            assert got[key] == want[key], key
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
+    assert filed[0]["scope"]["reason"] == "answered" and filed[0]["top"]
+    assert filed[1]["status"] == "not_skin" and filed[1]["top"] == []
+    assert filed[1]["model"]["name"] == "scope-gate"
+    (change,) = history["changes"]
+    assert change["malignant_probability_rise"] is None  # no model answered the second
+    assert log_in(client, "carla").status_code == 303
+    page = client.get(path)
+    assert page.status_code == 200 and page.text.count('<circle class="malignant"') == 1
     client.cookies.clear()
 
 

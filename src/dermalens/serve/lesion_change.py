@@ -5,7 +5,9 @@ The flag is raised when the summed malignant probability rose by more than the p
 margin, the change score reached its threshold or the lesion's area grew past the growth
 limit (`runtime.change`; the preset from DERMALENS_CHANGE_FRAMING); the images
 are the kept uploads, so a prediction without a kept image gets no change score (its
-P(malignant) still counts).
+P(malignant) still counts). P(malignant) is compared only between answers of the same
+model: an image the scope gate turned away, or two visits answered by different models
+(a dermoscopic and a phone close-up), leave only the images' change to judge.
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ class VisitChange(BaseModel):
     after_prediction_id: str
     before_date: dt.date
     after_date: dt.date
-    malignant_probability_rise: float = Field(
-        description="P(malignant) after minus before (summed malignant classes)"
+    malignant_probability_rise: float | None = Field(
+        description="P(malignant) after minus before (summed malignant classes); null when "
+        "no model answered one of the two images (out of scope) or two different models "
+        "answered them (their probabilities are not comparable)"
     )
     margin: float = Field(description="a rise above this flags the lesion")
     change: ChangeParts | None = Field(
@@ -72,18 +76,21 @@ class VisitChange(BaseModel):
 
 @dataclass
 class Entry:
-    """What one filed prediction contributes: its id, visit, date, P(malignant), image."""
+    """What one filed prediction contributes: its id, visit, date, P(malignant), image and
+    the model that answered."""
 
     prediction_id: str
     visit_id: str
     date: dt.date
-    p_malignant: float
+    p_malignant: float | None  # None: no model answered (the scope gate turned it away)
     image: Path | None  # the kept upload, None when not kept
+    model: str = ""  # the answering model's version: only one model's P(malignant) compare
 
 
-def malignant_probability(result: dict) -> float:
-    """P(malignant) of a stored prediction's result JSON."""
-    return float(result.get("triage", {}).get("malignant_probability", 0.0))
+def malignant_probability(result: dict) -> float | None:
+    """P(malignant) of a stored prediction's result JSON; None when no model answered."""
+    value = result.get("triage", {}).get("malignant_probability")
+    return None if value is None else float(value)
 
 
 class Views:
@@ -121,14 +128,18 @@ def visit_changes(
         before = earlier[-1]
         score = views.change(before, after)
         margin = scales.malignant_margin
-        flag, reasons = since_last_visit(score, before.p_malignant, after.p_malignant, margin)
+        rise = None
+        if None not in (before.p_malignant, after.p_malignant) and before.model == after.model:
+            rise = after.p_malignant - before.p_malignant
+        # no rise to judge (no answer, or two models' probabilities): only the images count
+        flag, reasons = since_last_visit(score, 0.0, rise or 0.0, margin)
         changes.append(
             VisitChange(
                 before_prediction_id=before.prediction_id,
                 after_prediction_id=after.prediction_id,
                 before_date=before.date,
                 after_date=after.date,
-                malignant_probability_rise=after.p_malignant - before.p_malignant,
+                malignant_probability_rise=rise,
                 margin=margin,
                 change=None if score is None else ChangeParts.of(score),
                 changed_since_last_visit=flag,
@@ -149,6 +160,7 @@ def history_changes(
             v.date,
             malignant_probability(p.result),
             kept_path(uploads_dir, p.image_file),
+            p.model_version,
         )
         for p, v in timeline
     ]

@@ -1,5 +1,6 @@
 """Images of a lesion at a visit: upload one (the same inference path as POST
-/api/v1/predictions), file an earlier quick-check prediction, fetch or delete a kept image."""
+/api/v1/predictions: the scope gate's `Router`), file an earlier quick-check prediction,
+fetch or delete a kept image."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from dermalens.serve import audit, crud, inference, patient_crud, uploads
 from dermalens.serve.clinic_deps import AUTH_ERRORS, LesionDep, conflict, image_url
 from dermalens.serve.clinic_schemas import AttachIn, LesionPrediction
 from dermalens.serve.deps import (
-    PredictorDep,
     RecentShiftsDep,
+    RouterDep,
     SessionDep,
     SettingsDep,
     StaffDep,
@@ -79,7 +80,7 @@ def upload_image(
     visit_id: Annotated[str, Form(max_length=32, description="the visit it was taken at")],
     lesion: LesionDep,
     staff: StaffDep,
-    predictor: PredictorDep,
+    models: RouterDep,
     session: SessionDep,
     settings: SettingsDep,
     recent: RecentShiftsDep,
@@ -93,11 +94,11 @@ def upload_image(
     and site come from the records."""
     visit = visit_for(session, lesion, visit_id)
     out, image_file = inference.classify_upload(
-        predictor,
+        models,  # the scope gate and the model made for the image, as POST /predictions
         file,
         settings,
         model_input(session, lesion, visit),
-        (predictor.pre.width, predictor.pre.height),
+        models.decode_size,
         keep_image,
         explain,
         top_k or settings.top_k,

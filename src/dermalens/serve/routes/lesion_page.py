@@ -38,13 +38,15 @@ def chart(history: LesionHistory) -> dict:
     def y(p: float) -> float:
         return HEIGHT - PAD - (HEIGHT - 2 * PAD) * p
 
-    def points(values: list[float]) -> str:
-        return " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+    def points(values: list[float | None]) -> str:
+        # None: no model answered that image (out of scope), so it has no point
+        return " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values) if v is not None)
 
-    classes = list(results[0].probabilities) if results else []
-    peaks = sorted(classes, key=lambda c: -max(r.probabilities.get(c, 0) for r in results))
+    answered = [r for r in results if r.probabilities]
+    classes = list(dict.fromkeys(c for r in answered for c in r.probabilities))
+    peaks = sorted(classes, key=lambda c: -max(r.probabilities.get(c, 0) for r in answered))
     lines = [
-        {"name": c, "points": points([r.probabilities.get(c, 0) for r in results]), "kind": k}
+        {"name": c, "points": points([_p(r, c) for r in results]), "kind": k}
         for k, c in enumerate(peaks[:SHOWN])
     ]
     malignant = [r.triage.malignant_probability for r in results]
@@ -52,7 +54,7 @@ def chart(history: LesionHistory) -> dict:
         "width": WIDTH,
         "height": HEIGHT,
         "malignant": points(malignant),
-        "dots": [{"x": x(i), "y": y(v)} for i, v in enumerate(malignant)],
+        "dots": [{"x": x(i), "y": y(v)} for i, v in enumerate(malignant) if v is not None],
         "classes": lines,
         "grid": [{"y": y(v), "label": f"{v:.0%}", "value": v} for v in (0, 0.5, 1)],
         "ticks": [
@@ -62,6 +64,12 @@ def chart(history: LesionHistory) -> dict:
         "left": PAD,
         "right": WIDTH - PAD,
     }
+
+
+def _p(result, code: str) -> float | None:
+    """A class's probability in one answer (0 for a class that model lacks); None: no
+    model answered."""
+    return result.probabilities.get(code, 0) if result.probabilities else None
 
 
 @router.get("/patients/{patient_id}/lesions/{lesion_id}", response_class=HTMLResponse)
