@@ -12,7 +12,8 @@ reads, the model and the Parquet writes. `--upscale W H` repeats the last count 
 re-encoded at W x H, for the decoding cost of full-size archive images. Memory per actor
 is the peak RSS and PSS (shared pages split between the processes that map them) of the
 classifier's Ray worker processes, sampled every 0.2 s. Prints the CPU, the load average,
-Markdown tables, and a plan for a cluster from the measured rate per core.
+Markdown tables, and a plan for a cluster from the measured rate per core. Both sides run
+the one model without the scope gate (`predict_archive(gate=False)`), as they did before it.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ def archive_rate(manifest: Path, out: Path, model: Path, batch_size: int, actors
     memory = WorkerMemory()
     memory.start()
     start = time.perf_counter()
-    summary = predict_archive(manifest, out, model, batch_size=batch_size, actors=actors)
+    # one model, no scope gate: the same work as `predict_folder` with that Predictor
+    summary = predict_archive(
+        manifest, out, model, batch_size=batch_size, actors=actors, gate=False
+    )
     seconds = time.perf_counter() - start
     memory.stop.set()
     memory.join()
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ray Data starts its own helper actors on a session's first job: not in the rates
     warm = tmp / "warm-up.csv"
     warm.write_text(f"path\n{files[0]}\n")
-    predict_archive(warm, tmp / "warm-up", args.model)
+    predict_archive(warm, tmp / "warm-up", args.model, gate=False)
     steady, memories = None, []
     for n in args.images:
         _, rates, memory = measure(files[:n], tmp, args, str(n))
