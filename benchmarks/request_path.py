@@ -10,9 +10,11 @@ one process and, on the same decoded HAM10000 images:
    aside) for every image, with and without the heatmap;
 2. times `Router.predict(image, 3, explain=True)` (the service's call), the versions
    alternating round by round, with each version's steps timed apart (wrappers around
-   `prepare`, `forward`, the router's `decide` and `predict_input`);
+   `prepare`, `forward`, the router's `decide` and `predict_input`), ONNX Runtime's
+   threads spinning or not (`--spinning`; the service's default is now false);
 3. with `--app`, times POST /api/v1/predictions?explain=true&overlay=false through each
-   version's app (`TestClient`, one client, a fresh SQLite folder each), alternating too;
+   version's app (`TestClient`, one client, a fresh SQLite folder each, each version's
+   default settings), alternating too;
 4. with `--threads N`, predictions per second with N threads calling `Router.predict`.
 
 Only ratios within one run mean much on a shared machine; the JSON (`--out`) records the
@@ -180,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--app", action="store_true", help="also time the API through the app")
     parser.add_argument("--threads", type=int, default=0, help="also time N threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--spinning", choices=("true", "false"), default="true", help="routers' ORT threads"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     ids = pd.read_csv(args.data / "metadata.csv")["image_id"].to_numpy()
@@ -190,10 +195,14 @@ def main(argv: list[str] | None = None) -> dict:
         copy_revision(args.against, Path(folder))
         sys.path.insert(0, folder)
         modules = {"before": BEFORE, "after": "dermalens"}
-        routers = {
-            name: importlib.import_module(f"{prefix}.runtime.router").Router.installed()
-            for name, prefix in modules.items()
-        }
+        spinning = args.spinning == "true"
+
+        def router(prefix: str):
+            return importlib.import_module(f"{prefix}.runtime.router").Router.installed(
+                spinning=spinning
+            )
+
+        routers = {name: router(prefix) for name, prefix in modules.items()}
         load_image = importlib.import_module("dermalens.imageio").load_image
         images = [load_image(p, draft_size=routers["after"].decode_size) for p in paths]
         different = [
@@ -209,14 +218,12 @@ def main(argv: list[str] | None = None) -> dict:
             "against": args.against,
             "images": len(images),
             "rounds": args.rounds,
+            "router_spinning": spinning,
             "different_predictions": different,
             "router": router_rounds(routers, images, args.rounds),
         }
         if args.threads:
-            fresh = {
-                name: importlib.import_module(f"{prefix}.runtime.router").Router.installed()
-                for name, prefix in modules.items()
-            }
+            fresh = {name: router(prefix) for name, prefix in modules.items()}
             runs = {name: [] for name in modules}
             for name in ["before", "after"] * 2:  # alternating, twice
                 runs[name].append(throughput(fresh[name], images, args.threads, 6 * len(images)))
