@@ -47,19 +47,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: Path, data_dir: Path, threads: int) -> tuple[subprocess.Popen, str]:
-    """The real app in its own process (its GIL is not the clients'), on a free local port."""
+def start_server(
+    model: Path, data_dir: Path, threads: int, workers: int = 1
+) -> tuple[subprocess.Popen, str]:
+    """The real app in its own process (its GIL is not the clients'), on a free local port;
+    `workers` > 1: that many uvicorn worker processes."""
     port = free_port()
     env = {
         **os.environ,
         "DERMALENS_MODEL": str(model),
         "DERMALENS_DATA_DIR": str(data_dir),
         "DERMALENS_THREADS": str(threads),
+        "DERMALENS_WORKERS": str(workers),  # for the thread share; uvicorn starts them
         "DERMALENS_ANONYMOUS_RATE_LIMIT": "",  # every request comes from one address here
         "PYTHONPATH": str(ROOT / "src"),
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", "dermalens.serve.app:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command += ["--workers", str(workers)] if workers > 1 else []
     server = subprocess.Popen(command, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -164,7 +169,7 @@ def run(args: argparse.Namespace) -> dict:
     load_before = os.getloadavg()
     capped = False
     with tempfile.TemporaryDirectory() as data_dir:
-        server, base = start_server(args.model, Path(data_dir), args.threads)
+        server, base = start_server(args.model, Path(data_dir), args.threads, args.workers)
         try:
             for variant in VARIANTS:  # warm-up, not counted
                 phase(base, images, variant, 8, 16, 0)
@@ -196,6 +201,7 @@ def run(args: argparse.Namespace) -> dict:
         "command": " ".join(sys.argv),
         "machine": {**machine(), "load_before": load_before, "load_after": os.getloadavg()},
         "server_threads": args.threads,
+        "server_workers": args.workers,
         "images": len(images),
         "rounds": args.rounds,
         "time_capped": capped,
@@ -225,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--time-cap", type=float, default=600, help="seconds of measuring")
     parser.add_argument("--threads", type=int, default=0, help="server DERMALENS_THREADS")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/load.json")
     args = parser.parse_args(argv)

@@ -68,7 +68,7 @@ TESTED = {
     "ensemble": {"--out", "--name", "--data", "--split-file", "--reports", "--allow-other-splits"},
     "soup": {"--out", "--epochs", "--greedy", "--data", "--split-file", "--no-calibrate"},
     "data check": {"--json"},
-    "serve": {"--model", "--host", "--port"},
+    "serve": {"--model", "--host", "--port", "--workers"},
     "info": set(),
     "user add": {"--role", "--password-stdin", "--password-env"},
     "user password": {"--password-stdin", "--password-env"},
@@ -590,6 +590,8 @@ def test_serve_flags(monkeypatch, capsys):
     assert run(capsys, "serve")[0] == 0
     assert calls[0] == {"model": "m", "host": "0.0.0.0", "port": 9001, "overrides": {}}
     assert calls[1] == {"model": None, "host": None, "port": None, "overrides": {}}
+    assert run(capsys, "serve", "--workers", "2")[0] == 0
+    assert calls[2]["overrides"] == {"workers": "2"}  # checked by Settings (DERMALENS_WORKERS)
 
 
 def test_info_model(monkeypatch, capsys):

@@ -308,7 +308,8 @@ def run_serve(args: argparse.Namespace) -> int:
     # loaded here: it needs the serve extra
     from dermalens.serve import run
 
-    run(model=args.model, host=args.host, port=args.port)
+    workers = {"workers": args.workers} if args.workers else {}  # else $DERMALENS_WORKERS
+    run(model=args.model, host=args.host, port=args.port, **workers)
     return 0
 
 

@@ -20,7 +20,7 @@ dermalens export MODEL [--check-images DIR]
 dermalens calibrate MODEL DATA --split-file runs/x/split.csv
 dermalens ensemble MODEL MODEL... --out DIR [--data DATA --split-file runs/x/split.csv]
 dermalens data check DATA
-dermalens serve [--model M --host H --port P]
+dermalens serve [--model M --host H --port P --workers N]
 dermalens user add --role admin NAME      # staff accounts; password from a prompt
 """
 EPILOG = "Decision support only, never a diagnosis."
@@ -245,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model")
     s.add_argument("--host", help="default $DERMALENS_HOST or 127.0.0.1")
     s.add_argument("--port", type=int, help="default $DERMALENS_PORT or 8000")
+    s.add_argument("--workers", help="worker processes (default $DERMALENS_WORKERS or 1)")
     s.set_defaults(func=commands.run_serve)
 
     _user(sub)

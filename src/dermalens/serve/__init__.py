@@ -8,9 +8,12 @@ Serving needs NumPy, Pillow, ONNX Runtime and the `serve` extras, never PyTorch.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
-from dermalens.serve.app import ModelMissing, check_model, create_app
+from dermalens.serve.app import OVERRIDES_ENV, ModelMissing, check_model, create_app
+from dermalens.serve.db import migrate, open_database
 from dermalens.serve.settings import make_settings
 
 
@@ -30,4 +33,20 @@ def run(
         check_model(settings.model)
     except ModelMissing as exc:
         raise SystemExit(f"dermalens serve: {exc}") from None
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    where = {"host": settings.host, "port": settings.port, "log_level": "info"}
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **where)
+        return
+    # Several processes: uvicorn imports the app factory in each, so the keyword overrides
+    # travel in the environment (the DERMALENS_* variables are inherited anyway). The
+    # schema is brought up to date here, once, before the workers open the database.
+    explicit = {"model": model, "host": host, "port": port, **overrides}
+    os.environ[OVERRIDES_ENV] = json.dumps(
+        {k: v for k, v in explicit.items() if v is not None}, default=str
+    )
+    engine = open_database(settings.db_url)
+    migrate(engine)
+    engine.dispose()
+    uvicorn.run(
+        "dermalens.serve.app:create_worker_app", factory=True, workers=settings.workers, **where
+    )

@@ -5,7 +5,9 @@ uvicorn --factory dermalens.serve.app:create_app     (settings from DERMALENS_* 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,10 +30,12 @@ from dermalens.serve.inference import RecentShifts
 from dermalens.serve.middleware import BodyLimit, SecurityHeaders
 from dermalens.serve.ratelimit import RateLimits
 from dermalens.serve.routes import api_router, health, lesion_page, login, page
-from dermalens.serve.settings import Settings
+from dermalens.serve.settings import Settings, make_settings
 
 logger = logging.getLogger("dermalens.serve")
 STATIC = Path(__file__).parent / "static"
+# `serve.run`'s keyword overrides (JSON) for the worker processes it starts
+OVERRIDES_ENV = "_DERMALENS_SERVE_OVERRIDES"
 
 
 class ModelMissing(RuntimeError):
@@ -53,7 +57,7 @@ def load_router(settings: Settings) -> Router:
     check_model(settings.model)
     options = {
         "backend": "onnx",
-        "threads": settings.threads,
+        "threads": settings.onnx_threads,
         "tta": settings.tta,
         "precision": settings.precision,
         "spinning": settings.spinning,
@@ -134,6 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if _swagger_assets():
         _offline_docs(app, _swagger_assets())
     return app
+
+
+def create_worker_app() -> FastAPI:
+    """The app in one of `dermalens serve --workers N`'s processes: the settings of `run`."""
+    return create_app(make_settings(**json.loads(os.environ.get(OVERRIDES_ENV, "{}"))))
 
 
 def _swagger_assets() -> Path | None:

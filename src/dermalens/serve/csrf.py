@@ -31,12 +31,19 @@ def load_secret(configured: str | None, data_dir: Path) -> str:
     path = data_dir / "secret_key"
     if not path.is_file():
         data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another worker wrote it first
-            return path.read_text().strip()
+        # Written whole to a private file, then linked into place: a worker process starting
+        # beside this one sees either no key or the complete key, never a half-written one,
+        # and every worker signs with the same key (a token one issued, another accepts).
+        draft = data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another worker's key came first: use that one
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 

@@ -3,11 +3,18 @@ works, e.g. postgresql+psycopg://user:password@host/dermalens."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
+
+try:
+    import fcntl  # POSIX: serialises the migrations of several worker processes
+except ImportError:  # Windows: one worker per data folder there
+    fcntl = None
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -43,6 +50,26 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    with _one_process_at_a_time(engine), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+@contextmanager
+def _one_process_at_a_time(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on a file beside a SQLite database: worker processes starting
+    together (`uvicorn --workers N`) would otherwise all create the tables of a new one."""
+    database = engine.url.database
+    if (
+        fcntl is None
+        or engine.url.get_backend_name() != "sqlite"
+        or database in (None, "", ":memory:")
+    ):
+        yield
+        return
+    with open(Path(database).expanduser().with_suffix(".migrate-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -17,6 +17,7 @@ from dermalens.bundle import default_model_path
 from dermalens.imageio import MAX_PIXELS
 
 MAX_TOKEN_DAYS = 3650  # ten years: the longest any API token may be given
+MAX_WORKERS = 64  # each worker holds a copy of every model
 
 
 def default_model() -> Path:
@@ -47,7 +48,11 @@ class Settings(BaseSettings):
     maps_url: str = "https://www.google.com/maps/search/?api=1&query={query}"
     maps_query: str = "dermatologist"
     top_k: int = Field(3, ge=1, le=50)
-    threads: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0: all cores
+    threads: int = Field(0, ge=0)  # ONNX Runtime intra-op threads; 0: cores / workers
+    # uvicorn worker processes of `dermalens serve`: each loads the model and holds its own
+    # GIL (one process is GIL-bound near one core, benchmarks/RESULTS.md "Worker processes");
+    # rate limits (memory://) and the shift window are then per process
+    workers: int = 1
     # ONNX Runtime's idle threads busy-wait for the next call (True) or sleep at once: under
     # concurrent requests a spinning thread holds a core the other requests' NumPy work needs
     # (benchmarks/RESULTS.md, "Per-request path")
@@ -122,6 +127,17 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: Any) -> int:
+        try:
+            workers = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"DERMALENS_WORKERS={value!r} is not a whole number") from None
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"DERMALENS_WORKERS={workers}: from 1 to {MAX_WORKERS} processes")
+        return workers
+
     @field_validator("token_days", "token_max_days", mode="before")
     @classmethod
     def _check_days(cls, value: Any, info: ValidationInfo) -> int:
@@ -153,6 +169,18 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'dermalens.db'}"
+
+    @property
+    def onnx_threads(self) -> int:
+        """ONNX Runtime intra-op threads per process: DERMALENS_THREADS, else this process's
+        share of the cores, so N workers do not each start a thread per core."""
+        if self.threads:
+            return self.threads
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return 0 if self.workers == 1 else max(1, cores // self.workers)
 
     @property
     def uploads_dir(self) -> Path:
