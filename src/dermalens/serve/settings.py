@@ -130,10 +130,7 @@ class Settings(BaseSettings):
     @field_validator("workers", mode="before")
     @classmethod
     def _check_workers(cls, value: Any) -> int:
-        try:
-            workers = int(str(value).strip())
-        except ValueError:
-            raise ValueError(f"DERMALENS_WORKERS={value!r} is not a whole number") from None
+        workers = _whole_number("DERMALENS_WORKERS", value, "")
         if not 1 <= workers <= MAX_WORKERS:
             raise ValueError(f"DERMALENS_WORKERS={workers}: from 1 to {MAX_WORKERS} processes")
         return workers
@@ -142,10 +139,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_days(cls, value: Any, info: ValidationInfo) -> int:
         name = f"DERMALENS_{info.field_name.upper()}"
-        try:
-            days = int(str(value).strip())
-        except ValueError:
-            raise ValueError(f"{name}={value!r} is not a whole number of days") from None
+        days = _whole_number(name, value, " of days")
         if not 1 <= days <= MAX_TOKEN_DAYS:
             raise ValueError(f"{name}={days}: a token lasts from 1 to {MAX_TOKEN_DAYS} days")
         return days
@@ -196,3 +190,11 @@ def make_settings(**overrides: Any) -> Settings:
             hint = f"; did you mean {', '.join(close)}?" if close else f"; valid: {known}"
             raise ValueError(f"unknown serve setting {key!r}{hint}")
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _whole_number(name: str, value: Any, unit: str) -> int:
+    """`value` as an int, or an error naming the setting (`unit`: e.g. " of days")."""
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a whole number{unit}") from None

@@ -46,9 +46,15 @@ def revoke_token(
     token_id: RowId, staff: StaffDep, session: SessionDep, request: Request
 ) -> Response:
     """Revoke one of your tokens; it stops working at once."""
-    if accounts.revoke_token(session, staff, token_id) is None:
+    return revoke_or_404(session, staff, staff, token_id, request)
+
+
+def revoke_or_404(session, owner, actor, token_id: int, request: Request) -> Response:
+    """Revoke `owner`'s token `token_id` (404 if it is not theirs), audited as `actor`'s act:
+    the one path of DELETE /me/tokens/{id} and an admin's DELETE /users/{id}/tokens/{id}."""
+    if accounts.revoke_token(session, owner, token_id) is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, _("token %(id)s not found") % {"id": token_id}
         )
-    audit.record(session, staff, request, "token", resource_id=str(token_id))
+    audit.record(session, actor, request, "token", resource_id=str(token_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

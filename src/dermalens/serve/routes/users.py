@@ -16,7 +16,7 @@ from dermalens.serve.account_schemas import PasswordIn, TokenOut, UserChange, Us
 from dermalens.serve.account_tables import StaffRecord
 from dermalens.serve.clinic_deps import AUTH_ERRORS
 from dermalens.serve.deps import AdminDep, RowId, SessionDep, SettingsDep, UserDep
-from dermalens.serve.i18n import _
+from dermalens.serve.routes.me import revoke_or_404
 
 ADMIN_ONLY = {403: {"description": "not an admin account (or disabled, or no CSRF token)"}}
 NOT_FOUND = {404: {"description": "no such user (or token of that user)"}}
@@ -120,9 +120,4 @@ def revoke_user_token(
     token_id: RowId, user: UserDep, admin: AdminDep, session: SessionDep, request: Request
 ) -> Response:
     """Revoke one of the account's tokens; it stops working at once."""
-    if accounts.revoke_token(session, user, token_id) is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, _("token %(id)s not found") % {"id": token_id}
-        )
-    audit.record(session, admin, request, "token", resource_id=str(token_id))
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return revoke_or_404(session, user, admin, token_id, request)
