@@ -38,16 +38,18 @@ def outputs(router: Router, predictor: Predictor, sources, cache: Path, tag: str
     (a stand-in) shares that model's cache."""
     same = predictor.bundle.info.get("onnx_sha256") == router.feature.bundle.info.get("onnx_sha256")
     name = "default" if same else predictor.bundle.name
+    scene = router.gate.scene if predictor is router.feature else None  # the gate reads it
     if isinstance(sources[0], np.ndarray):
-        return extract(predictor, sources, progress=False)
-    return cached(predictor, sources, cache, f"{name}-{tag}")
+        return extract(predictor, sources, progress=False, scene=scene)
+    return cached(predictor, sources, cache, f"{name}-{tag}", scene)
 
 
 def answers(router: Router, sources, cache: Path, tag: str) -> list[Prediction]:
     """What the router answers for each source, from cached outputs (as predict_batch)."""
     base = outputs(router, router.feature, sources, cache, tag)
     thumbs, pixels = base["thumbs"], base["pixels"]
-    decisions = router.gate.decide(base["features"].astype(np.float32), pixels, thumbs)
+    features, scene = (base[k].astype(np.float32) for k in ("features", "scene"))
+    decisions = router.gate.decide(features, pixels, thumbs, scene)
     per_model = {id(router.feature): base}
     out = []
     for i, decision in enumerate(decisions):

@@ -54,7 +54,8 @@ def reference_predict(router: Router, path: Path, explain: bool):
     x = feature.prepare(path)[None]
     logits, fmap = feature.forward(x, feature.meta_vector(), False)
     pre = feature.pre
-    decision = router.gate.decide(pooled(fmap), pixel_stats(x, pre), thumbnails(x, pre))[0]
+    scene = router.gate.scene_features(x)
+    decision = router.gate.decide(pooled(fmap), pixel_stats(x, pre), thumbnails(x, pre), scene)[0]
     target = router.target(decision)
     if not isinstance(target, type(feature)):
         target.source = str(path)

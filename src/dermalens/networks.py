@@ -127,7 +127,8 @@ def missing_metadata(
     return row.to(device).expand(batch, -1)
 
 
-def _timm_backbone(name: str, drop_rate: float) -> nn.Module:
+def timm_backbone(name: str, drop_rate: float = 0.0) -> nn.Module:
+    """A timm backbone without head or pooling (`num_features` channels out), no weights."""
     import timm  # the train extra; not needed for plain_cnn
 
     try:
@@ -225,7 +226,7 @@ def build_model(
         backbone: nn.Module = PlainCNN()
         num_features = backbone.num_features
     else:
-        backbone = _timm_backbone(name, drop_rate)
+        backbone = timm_backbone(name, drop_rate)
         num_features = backbone.num_features
     source = load_pretrained(backbone, name, pretrained)
     fields = tuple(meta_fields)

@@ -2,21 +2,26 @@
 
     python -m dermalens.evaluation.scope_fit [--out src/dermalens/bundled/gate] [--cache DIR]
 
-The dermoscopic score's bank is a class-balanced sample of the HAM10000 training part
-(split `benchmarks/splits/ham10000-seed0.csv`); its threshold `derm_above` is the quantile
-of HAM10000 validation scores that leaves `Targets.max_ham_away` of them out. The lesion
-score's bank is the PAD-UFES-20 training part (the clinical model's cross-validation fold
-0, `benchmarks/splits/pad-ufes20-cv0.csv`); `lesion_above` is the quantile of held-out
-lesion scores (validation images, and training images scored without any image of their
-own patient) that leaves `max_pad_away` of them out. The logistic regression (dermoscopic
-against clinical, on pooled features and `scope_stats`) is fitted on both training parts,
-C chosen on validation log loss; `kind_at` is the highest cut that sends at most
+The dermoscopic score's bank is a class-balanced sample of the HAM10000 training part (split
+`benchmarks/splits/ham10000-seed0.csv`); its threshold `derm_above` is the quantile of
+HAM10000 validation scores that leaves `Targets.max_ham_away` of them out. The lesion
+score's bank is the PAD-UFES-20 training part (the clinical model's cross-validation fold 0,
+`benchmarks/splits/pad-ufes20-cv0.csv`); `lesion_above` is the quantile of held-out lesion
+scores (validation images, and training images scored without any image of their own
+patient) that leaves `max_pad_away` of them out. Both scores are also computed in the scene
+model's features (`runtime.scene`: `scene.onnx`, written here by `export.scene_export`), on
+the same banks; an image must be within both thresholds of a kind, so each kind's budget is
+split: `scene_share` of it to the scene score, the rest to the feature model's (each a
+quantile of the same validation scores). The logistic regression (dermoscopic against
+clinical, on pooled features and `scope_stats`) is fitted on both training parts, C chosen
+on validation log loss; `kind_at` is the highest cut that sends at most
 `max_ham_to_clinical` of HAM10000 validation images to the clinical model. The colour
-judge's bank is both kinds' training images. Synthetic photos made from PAD-UFES-20
-training images (`synthetic_other_skin`: mosaics of many lesions, a lesion far away on a
-wide field of skin, lesion-free skin, drawn rashes and hair) and the probe images are
-scored in the report; no real photo of a rash, nail or hair is used (none is licensed for
-training), and DermNet NZ plays no part.
+judge's bank is both kinds' training images. Synthetic photos made from PAD-UFES-20 training
+images (`synthetic_other_skin`: mosaics of many lesions, a lesion far away on a wide field
+of skin, lesion-free skin, drawn rashes and hair) and the probe images are scored in the
+report; no real photo of a rash, nail or hair is used (none is licensed for training), and
+DermNet NZ plays no part.
+
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageFilter
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from tqdm import tqdm
@@ -38,10 +42,12 @@ from dermalens.bundle import load_bundle
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import load_split
 from dermalens.evaluation.ood_fit import balanced_sample, probe_images
+from dermalens.evaluation.synthetic_skin import synthetic_other_skin
 from dermalens.files import atomic_write_text, now, sha256
-from dermalens.imageio import ImageError, load_image
+from dermalens.imageio import ImageError
 from dermalens.runtime.ood import knn_distance, pixel_stats, pooled, unit_rows
 from dermalens.runtime.predictor import Predictor
+from dermalens.runtime.scene import SCENE_ONNX, SceneModel
 from dermalens.runtime.scope import (
     GATE_DIR,
     GATE_JSON,
@@ -65,14 +71,20 @@ class Targets:
     max_colour_away: float = 0.002  # skin validation images called "not skin" by colour
     k: int = 5  # which nearest neighbour's distance is a score (the PAD bank is small)
     bank_images: int = 1000  # HAM10000 training images in the banks (classes balanced)
+    scene_share: float = 0.5  # of max_ham_away and max_pad_away, spent on the scene scores
     seed: int = 0
 
 
 def extract(
-    predictor: Predictor, sources: Sequence, batch_size: int = 32, progress: bool = True
+    predictor: Predictor,
+    sources: Sequence,
+    batch_size: int = 32,
+    progress: bool = True,
+    scene: SceneModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Image-only outputs per source (a path or an array): pooled features, `pixel_stats`,
-    calibrated probabilities and `thumbnails`; `ok` False where an image cannot be read."""
+    calibrated probabilities and `thumbnails` (and `scene` features with a scene model);
+    `ok` False where an image cannot be read."""
     n = len(sources)
     out: dict[str, np.ndarray] = {"ok": np.zeros(n, bool)}
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc="features"):
@@ -93,6 +105,8 @@ def extract(
             "probs": predictor.calibrated(logits).astype(np.float32),
             "thumbs": thumbnails(batch, predictor.pre),
         }
+        if scene is not None:
+            parts["scene"] = scene.features(batch).astype(np.float16)
         for key, value in parts.items():
             if key not in out:
                 fill = 0 if value.dtype == np.uint8 else np.nan
@@ -103,19 +117,24 @@ def extract(
 
 
 def cached(
-    predictor: Predictor, paths: Sequence[Path], cache: Path | None, tag: str
+    predictor: Predictor,
+    paths: Sequence[Path],
+    cache: Path | None,
+    tag: str,
+    scene: SceneModel | None = None,
 ) -> dict[str, np.ndarray]:
-    """`extract` over image files, kept in `cache/<tag>.npz` keyed by folder and file name."""
+    """`extract` over image files, kept in `cache/<tag>.npz` keyed by folder and file name
+    (extracted again when the cache lacks an image, or the scene features asked for)."""
     names = ["/".join(Path(p).parts[-2:]) for p in paths]
     file = cache / f"{tag}.npz" if cache else None
     if file is not None and file.is_file():
         with np.load(file) as npz:
             stored = {k: npz[k] for k in npz.files}
         where = {str(n): i for i, n in enumerate(stored.pop("names"))}
-        if all(n in where for n in names):
+        if all(n in where for n in names) and (scene is None or "scene" in stored):
             rows = [where[n] for n in names]
             return {k: v[rows] for k, v in stored.items()}
-    arrays = extract(predictor, list(paths))
+    arrays = extract(predictor, list(paths), scene=scene)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(file, names=np.asarray(names), **arrays)
@@ -125,39 +144,6 @@ def cached(
 def pad_split(path: Path = PAD_SPLIT) -> pd.DataFrame:
     """PAD-UFES-20's patient-grouped split (the clinical model's CV fold 0)."""
     return load_split(load_dataset(PAD), path)
-
-
-def synthetic_other_skin(paths: Sequence[Path], per_kind: int = 30, seed: int = 0):
-    """Photos of skin that are not a lesion close-up, made from lesion photos: name -> RGB."""
-    rng = np.random.default_rng(seed)
-    images = [load_image(p).convert("RGB").resize((300, 300)) for p in paths]
-    out = {}
-    for i in range(per_kind):
-        pick = [images[j] for j in rng.choice(len(images), 16, replace=False)]
-        mosaic = Image.new("RGB", (300, 300))
-        for j, im in enumerate(pick):
-            mosaic.paste(im.resize((75, 75)), (75 * (j % 4), 75 * (j // 4)))
-        out[f"mosaic {i}"] = mosaic
-        base = pick[0]
-        skin = base.crop((0, 0, 60, 60)).resize((300, 300)).filter(ImageFilter.GaussianBlur(6))
-        out[f"skin patch {i}"] = skin
-        far = skin.copy()
-        far.paste(pick[1].resize((50, 50)), tuple(int(v) for v in rng.integers(20, 230, 2)))
-        out[f"lesion far away {i}"] = far
-        rash, hair = skin.copy(), skin.copy()
-        draw = ImageDraw.Draw(rash)
-        for _ in range(int(rng.integers(30, 90))):
-            x, y, r = (*rng.integers(0, 300, 2), int(rng.integers(3, 14)))
-            red = tuple(int(v) for v in (rng.integers(150, 230), rng.integers(40, 110), 70))
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=red)
-        out[f"drawn rash {i}"] = rash.filter(ImageFilter.GaussianBlur(1.5))
-        draw = ImageDraw.Draw(hair)
-        for _ in range(120):
-            x, y = rng.integers(0, 300, 2)
-            dx, dy = rng.integers(-60, 60, 2)
-            draw.line((x, y, x + dx, y + dy), fill=(40, 28, 20), width=2)
-        out[f"hair {i}"] = hair
-    return {name: np.asarray(im) for name, im in out.items()}
 
 
 def _loo_knn(x: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:
@@ -184,7 +170,8 @@ def fit_kind(x_train, y_train, x_val, y_val, seed: int = 0):
 def _part(arrays: dict, split: np.ndarray, name: str):
     keep = (split == name) & arrays["ok"]
     feats = arrays["features"][keep].astype(np.float32)
-    return feats, scope_stats(arrays["thumbs"][keep]), arrays["pixels"][keep], keep
+    scene = arrays["scene"][keep].astype(np.float32)
+    return feats, scope_stats(arrays["thumbs"][keep]), arrays["pixels"][keep], keep, scene
 
 
 def _bank(x: np.ndarray, k: int, groups: np.ndarray | None = None):
@@ -220,19 +207,33 @@ def fit_gate(ham: dict, pad: dict, ham_split, pad_split, targets: Targets):
     # dermoscopic score: a class-balanced sample of HAM10000 training images
     ham_train = ham_split[(hsplit == "train") & ham["ok"]]
     rows = ham_split.index.get_indexer(balanced_sample(ham_train, targets.bank_images).index)
+    share = targets.scene_share
     derm_bank, derm_scale, _ = _bank(ham["features"][rows].astype(np.float32), k)
     derm_val = knn_distance(unit_rows(h_va[0]), derm_bank, k) / derm_scale
     derm_pad_val = knn_distance(unit_rows(p_va[0]), derm_bank, k) / derm_scale
-    derm_above = float(np.quantile(derm_val, 1 - targets.max_ham_away))
+    derm_above = float(np.quantile(derm_val, 1 - targets.max_ham_away * (1 - share)))
+    s_derm_bank, s_derm_scale, _ = _bank(ham["scene"][rows].astype(np.float32), k)
+    s_derm_val = knn_distance(unit_rows(h_va[4]), s_derm_bank, k) / s_derm_scale
+    s_derm_pad_val = knn_distance(unit_rows(p_va[4]), s_derm_bank, k) / s_derm_scale
+    s_derm_above = float(np.quantile(s_derm_val, 1 - targets.max_ham_away * share))
     # lesion score: PAD-UFES-20 training bank; held out = val + train without own patient
     groups = pad_split["patient_id"].to_numpy()[p_tr[3]]
     lesion_bank, lesion_scale, loo = _bank(p_tr[0], k, groups)
     lesion_val = knn_distance(unit_rows(p_va[0]), lesion_bank, k) / lesion_scale
     held = np.r_[loo / lesion_scale, lesion_val]
-    lesion_above = float(np.quantile(held, 1 - targets.max_pad_away))
+    lesion_above = float(np.quantile(held, 1 - targets.max_pad_away * (1 - share)))
     lesion_ham_val = knn_distance(unit_rows(h_va[0]), lesion_bank, k) / lesion_scale
-    both_h = (derm_val <= derm_above) & (lesion_ham_val <= lesion_above)
-    both_p = (derm_pad_val <= derm_above) & (lesion_val <= lesion_above)
+    s_lesion_bank, s_lesion_scale, s_loo = _bank(p_tr[4], k, groups)
+    s_lesion_val = knn_distance(unit_rows(p_va[4]), s_lesion_bank, k) / s_lesion_scale
+    s_held = np.r_[s_loo / s_lesion_scale, s_lesion_val]
+    s_lesion_above = float(np.quantile(s_held, 1 - targets.max_pad_away * share))
+    s_lesion_ham_val = knn_distance(unit_rows(h_va[4]), s_lesion_bank, k) / s_lesion_scale
+    derm_h = (derm_val <= derm_above) & (s_derm_val <= s_derm_above)
+    derm_p = (derm_pad_val <= derm_above) & (s_derm_pad_val <= s_derm_above)
+    lesion_h = (lesion_ham_val <= lesion_above) & (s_lesion_ham_val <= s_lesion_above)
+    held_ok = (held <= lesion_above) & (s_held <= s_lesion_above)
+    lesion_p = held_ok[len(loo) :]
+    both_h, both_p = derm_h & lesion_h, derm_p & lesion_p
     n_h = len(h_va[0])
     kind_at = choose_kind_at(p_val[:n_h][both_h], n_h, targets.max_ham_to_clinical)
     # colour: the same HAM10000 sample and all PAD training images
@@ -244,14 +245,18 @@ def fit_gate(ham: dict, pad: dict, ham_split, pad_split, targets: Targets):
         mean.astype(np.float32), scale.astype(np.float32), coef, intercept, kind_at,
         derm_bank.astype(np.float16), derm_scale, derm_above,
         lesion_bank.astype(np.float16), lesion_scale, lesion_above,
-        colours.astype(np.float16), colour_scale, colour_above, k,
+        colours.astype(np.float16), colour_scale, colour_above,
+        s_derm_bank.astype(np.float16), s_derm_scale, s_derm_above,
+        s_lesion_bank.astype(np.float16), s_lesion_scale, s_lesion_above, k,
     )  # fmt: skip
     report = {
         "kind_model": f"logistic regression, C={c} (validation log loss {loss:.4f})",
         "train_images": {"dermoscopic": len(h_tr[0]), "clinical": len(p_tr[0])},
         "val_images": {"dermoscopic": n_h, "clinical": len(p_va[0])},
-        "val_ham_unlike_dermoscopic": float((derm_val > derm_above).mean()),
-        "held_out_pad_unlike_clinical": float((held > lesion_above).mean()),
+        "val_ham_unlike_dermoscopic": float((~derm_h).mean()),
+        "held_out_pad_unlike_clinical": float((~held_ok).mean()),
+        "val_ham_unlike_dermoscopic_by_scene": float((s_derm_val > s_derm_above).mean()),
+        "held_out_pad_unlike_clinical_by_scene": float((s_held > s_lesion_above).mean()),
         "val_like_both": {"dermoscopic": float(both_h.mean()), "clinical": float(both_p.mean())},
         "val_ham_to_clinical": float((both_h & (p_val[:n_h] < kind_at)).mean()),
         "val_pad_to_dermoscopic": float((both_p & (p_val[n_h:] >= kind_at)).mean()),
@@ -265,7 +270,8 @@ def probe_report(gate: Gate, predictor: Predictor, images: dict[str, np.ndarray]
     batch = np.stack([predictor.prepare(im) for im in images.values()])
     _, fmap = predictor.forward(batch, tta=False)
     pre = predictor.pre
-    decisions = gate.decide(pooled(fmap), pixel_stats(batch, pre), thumbnails(batch, pre))
+    scene = gate.scene_features(batch)
+    decisions = gate.decide(pooled(fmap), pixel_stats(batch, pre), thumbnails(batch, pre), scene)
     counts: dict[str, dict[str, int]] = {}
     for name, d in zip(images, decisions):
         family = name.rsplit(" ", 1)[0] if name[-1].isdigit() else "probe"
@@ -291,10 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     bundle = load_bundle(GATE_DIR.parent / args.feature_model)
     predictor = Predictor(bundle, backend="onnx", threads=1, precision="fp32")
+    # torch: only to write the scene model (the train extra)
+    from dermalens.export.scene_export import export_scene
+
+    pre = predictor.pre
+    scene_check = export_scene(args.out / SCENE_ONNX, pre.height, pre.width)
+    scene = SceneModel(args.out / SCENE_ONNX, threads=1)
     ham_split = load_split(load_dataset(HAM), HAM_SPLIT).reset_index(drop=True)
     pads = pad_split().reset_index(drop=True)
-    ham = cached(predictor, [Path(x) for x in ham_split["path"]], args.cache, "default-ham")
-    pad = cached(predictor, [Path(x) for x in pads["path"]], args.cache, "default-pad")
+    paths = [Path(x) for x in ham_split["path"]]
+    ham = cached(predictor, paths, args.cache, "default-ham", scene)
+    pad = cached(predictor, [Path(x) for x in pads["path"]], args.cache, "default-pad", scene)
     targets = Targets()
     fit, report = fit_gate(ham, pad, ham_split, pads, targets)
     train_pad = [Path(x) for x in pads.loc[pads["split"] == "train", "path"]]
@@ -302,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         "created": now(),
         "feature_model": args.feature_model,
         "feature_model_version": bundle.version,
+        "scene_model": scene_check,
+        "scene_sha256": sha256(args.out / SCENE_ONNX),
         "routes": {"dermoscopic": "default", "clinical": "clinical"},
         "fitted_on": {"dermoscopic": str(HAM_SPLIT), "clinical": str(PAD_SPLIT)},
         "targets": vars(targets),

@@ -20,6 +20,7 @@ from pathlib import Path
 from dermalens.bundle import ONNX, WEIGHTS, Bundle, BundleError, default_model_path, load_bundle
 from dermalens.runtime.predictor import Predictor
 from dermalens.runtime.router import BUNDLED, Router, check_fitted, installed_folders
+from dermalens.runtime.scene import SCENE_ONNX
 from dermalens.runtime.scope import GATE_JSON, GATE_NPZ, load_gate
 
 PINNED = "pinned"  # the folder a pinned bundle from elsewhere is written to in an actor
@@ -70,7 +71,8 @@ def archive_models(
         files = bundle_files(bundle)
         layout = {"gate": False, "pin": "."}
         return ArchiveModels(files, bundle_key(files), layout, bundle.version)
-    files = {f"gate/{name}": (root / "gate" / name).read_bytes() for name in (GATE_JSON, GATE_NPZ)}
+    names = (GATE_JSON, GATE_NPZ, SCENE_ONNX)
+    files = {f"gate/{name}": (root / "gate" / name).read_bytes() for name in names}
     bundles = {}
     for name, folder in installed_folders(found, root).items():
         bundles[name] = load_bundle(folder)

@@ -7,7 +7,8 @@
     router.predict_batch(paths, batch)           # a preprocessed batch: one forward pass
 
 The gate (`runtime.scope`) reads the feature model's forward pass (the default bundle) and
-puts the image in one of four kinds. A dermoscopic close-up goes to the model for
+its scene model's (`runtime.scene`, on the same batch) and puts the image in one of four
+kinds. A dermoscopic close-up goes to the model for
 dermoscopy (reusing that forward pass), a clinical close-up of a lesion to the clinical
 model; each model's own OOD check and thresholds still apply. Anything else, or a kind
 no installed model covers, gets an answer with status "out_of_scope" or "not_skin": no
@@ -72,6 +73,8 @@ class Router:
     ) -> Router:
         """The gate and bundles under `root` (bundled/); `options` go to every `Predictor`."""
         gate = load_gate(root / "gate") if gate == "bundled" else gate
+        if gate is not None:  # the scene model runs beside the feature model, as it does
+            gate.open_scene(options.get("threads", 0), options.get("spinning", True))
         folders = installed_folders(gate, root)
         feature_name, *_ = folders
         feature = Predictor(folders[feature_name], **options)
@@ -215,7 +218,8 @@ class Router:
 
     def decide(self, stats: ImageStats) -> list[ScopeDecision]:
         """The gate's decision per image of a batch preprocessed for the feature model."""
-        return self.gate.decide(stats.features, stats.pixels, stats.thumbs)
+        scene = self.gate.scene_features(stats.batch)
+        return self.gate.decide(stats.features, stats.pixels, stats.thumbs, scene)
 
     def target(self, decision: ScopeDecision) -> Predictor | Prediction:
         """The predictor that answers this kind, or the out-of-scope answer."""

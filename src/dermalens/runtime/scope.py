@@ -1,7 +1,8 @@
 """The scope gate: what kind of image is this, and which installed model (if any) is made for it.
 
     gate = load_gate()  # src/dermalens/bundled/gate, or None when absent
-    decisions = gate.decide(pooled(fmap), pixel_stats(batch, pre), thumbnails(batch, pre))
+    scene = gate.scene_features(batch)  # the scene model on the same batch
+    decisions = gate.decide(pooled(fmap), pixel_stats(batch, pre), thumbnails(batch, pre), scene)
 
 Before any classifier answers, each image is put in one of four kinds:
 
@@ -11,22 +12,25 @@ Before any classifier answers, each image is put in one of four kinds:
   models learnt (a rash, a body area, a nail, hair): out of scope;
 - `not_skin`: a flat frame, pixel noise, a greyscale frame, or colours unlike any skin.
 
-It reads the pooled features of the gate's feature model (the default bundle, whose
-forward pass the dermoscopic answer needs anyway) and simple image statistics
+It reads the pooled features of the gate's feature model (the default bundle, whose forward
+pass the dermoscopic answer needs anyway), those of the scene model (`runtime.scene`: an
+untuned ImageNet backbone, which keeps rashes and body areas apart from lesion close-ups
+where the HAM10000-tuned features map them onto lesions) and image statistics
 (`scope_stats`: dark corners and the round field of dermoscopy, uniform illumination,
-saturation). Two outlier scores, each the cosine distance to the k-th nearest training
-lesion divided by its median: the dermoscopic score against HAM10000 training images and
-the lesion score against PAD-UFES-20 (clinical) training images. An image within the
-threshold of one kind is that kind; within both, a logistic regression fitted on HAM10000
-against PAD-UFES-20 training images decides; within neither, it is `other_skin`. There
-are no licensed images of rashes, nails or hair, so `other_skin` is only "unlike every
-lesion close-up in training", never a class learnt from examples. Colours unlike both sets
-mean `not_skin`. Every threshold is a quantile of validation scores
+saturation). Outlier scores are the cosine distance to the k-th nearest training lesion over
+its median: the dermoscopic score against HAM10000 training images, the lesion score against
+PAD-UFES-20 (clinical) ones, each in both feature spaces. An image is like a kind when both
+of that kind's scores are within their thresholds; like one kind, it is that kind; like
+both, a logistic regression fitted on HAM10000 against PAD-UFES-20 training images decides;
+like neither, it is `other_skin`: with no licensed images of rashes, nails or hair, only
+"unlike every lesion close-up in training", never a class learnt from examples. Colours
+unlike both sets mean `not_skin`. Every threshold is a quantile of validation scores
 (`evaluation.scope_fit`); each model's own OOD check still runs after the gate
 (`runtime.router`).
 
-The fit lives in `gate.npz` beside `gate.json` (thresholds, the hashes of the npz and of
-the feature model's weights, which model answers which kind, and the fit's report).
+The fit lives in `gate.npz` beside `gate.json` and `scene.onnx` (thresholds, the hashes of
+the npz, of the scene model and of the feature model's weights, which model answers which
+kind, and the fit's report).
 """
 
 from __future__ import annotations
@@ -49,10 +53,11 @@ from dermalens.runtime.ood import (
     knn_distance,
     unit_rows,
 )
+from dermalens.runtime.scene import SCENE_ONNX, SceneModel
 
 GATE_DIR = Path(__file__).resolve().parents[1] / "bundled" / "gate"
 GATE_JSON, GATE_NPZ = "gate.json", "gate.npz"
-FORMAT = 1
+FORMAT = 2  # 2: the scene model's scores
 KINDS = ("dermoscopic", "clinical", "other_skin", "not_skin")
 LESION_KINDS = ("dermoscopic", "clinical")
 THUMB = (30, 40)  # rows x columns of the thumbnail the gate's image statistics read
@@ -129,7 +134,7 @@ class ScopeDecision:
     """The gate's decision on one image: its kind, the scores and the rule behind it."""
 
     kind: str  # one of KINDS
-    scores: dict[str, float]  # p_dermoscopic, lesion_score, colour_score (where computed)
+    scores: dict[str, float]  # p_dermoscopic, the outlier and colour scores (where computed)
     rule: str  # the technical rule that decided, with the thresholds
     sentence: str  # what the image seems to be, in plain words
 
@@ -172,6 +177,12 @@ class GateFit:
     colour_bank: np.ndarray  # colour descriptors of skin training images (both kinds)
     colour_scale: float
     colour_above: float  # colour score above which the image is not skin
+    scene_derm_bank: np.ndarray  # the dermoscopic bank's images in the scene model's features
+    scene_derm_scale: float
+    scene_derm_above: float
+    scene_lesion_bank: np.ndarray  # the clinical bank's images in the scene model's features
+    scene_lesion_scale: float
+    scene_lesion_above: float
     k: int = 5  # which nearest neighbour's distance is a score
 
     def to_bytes(self) -> bytes:
@@ -188,7 +199,10 @@ class GateFit:
         except (OSError, ValueError) as exc:
             raise BundleError(f"{where}: not a readable gate file ({exc})") from exc
         if int(arrays.get("format", -1)) != FORMAT:
-            raise BundleError(f"{where}: gate format {arrays.get('format')} is not {FORMAT}")
+            raise BundleError(
+                f"{where}: gate format {arrays.get('format')} is not {FORMAT}; refit the gate "
+                f"(python -m dermalens.evaluation.scope_fit)"
+            )
         missing = [f.name for f in fields(cls) if f.name not in arrays]
         if missing:
             raise BundleError(f"{where}: gate file lacks {missing}")
@@ -211,6 +225,21 @@ class Gate:
         self._derm = np.asarray(self.fit.derm_bank, np.float32)
         self._lesion = np.asarray(self.fit.lesion_bank, np.float32)
         self._colours = np.asarray(self.fit.colour_bank, np.float32)
+        self._scene_derm = np.asarray(self.fit.scene_derm_bank, np.float32)
+        self._scene_lesion = np.asarray(self.fit.scene_lesion_bank, np.float32)
+        self.scene: SceneModel | None = None
+
+    def open_scene(self, threads: int = 0, spinning: bool = True) -> SceneModel:
+        """The scene model beside gate.json, opened once (`threads` as the predictors')."""
+        if self.scene is None:
+            if self.path is None:
+                raise BundleError("this gate has no folder, so no scene model to open")
+            self.scene = SceneModel(self.path / SCENE_ONNX, threads, spinning)
+        return self.scene
+
+    def scene_features(self, batch: np.ndarray) -> np.ndarray:
+        """The scene model's features of a batch preprocessed for the feature model."""
+        return self.open_scene(threads=1).features(batch)
 
     @property
     def routes(self) -> dict[str, str]:
@@ -229,22 +258,27 @@ class Gate:
         return knn_distance(unit_rows(np.asarray(x, np.float32)), bank, int(self.fit.k)) / scale
 
     def decide(
-        self, features: np.ndarray, pixels: np.ndarray, thumbs: np.ndarray
+        self, features: np.ndarray, pixels: np.ndarray, thumbs: np.ndarray, scene: np.ndarray
     ) -> list[ScopeDecision]:
         """One decision per image from the feature model's pooled features, its
-        `ood.pixel_stats` and the gate's `thumbnails` of the same preprocessed batch."""
+        `ood.pixel_stats`, the gate's `thumbnails` and the scene model's features
+        (`scene_features`) of the same preprocessed batch."""
         features = np.asarray(features, np.float32)
         fit = self.fit
         p = self.p_dermoscopic(features, scope_stats(thumbs))
         derm = self._knn(features, self._derm, fit.derm_scale)
         lesion = self._knn(features, self._lesion, fit.lesion_scale)
         colour = self._knn(np.asarray(pixels)[:, 3:], self._colours, fit.colour_scale)
+        s_derm = self._knn(scene, self._scene_derm, fit.scene_derm_scale)
+        s_lesion = self._knn(scene, self._scene_lesion, fit.scene_lesion_scale)
         out = []
         for i in range(len(features)):
             scores = {
                 "p_dermoscopic": round(float(p[i]), 4),
                 "dermoscopic_score": round(float(derm[i]), 3),
                 "lesion_score": round(float(lesion[i]), 3),
+                "scene_dermoscopic_score": round(float(s_derm[i]), 3),
+                "scene_lesion_score": round(float(s_lesion[i]), 3),
                 "colour_score": round(float(colour[i]), 3),
             }
             out.append(self._one(scores, pixels[i, :3]))
@@ -272,12 +306,18 @@ class Gate:
             scores["dermoscopic_score"],
             scores["lesion_score"],
         )
-        like = (
-            f"dermoscopic score {derm:.2f} {'<=' if derm <= fit.derm_above else '>'} "
-            f"{fit.derm_above:.2f}, lesion score {lesion:.2f} "
-            f"{'<=' if lesion <= fit.lesion_above else '>'} {fit.lesion_above:.2f}"
-        )
-        derm_ok, lesion_ok = derm <= fit.derm_above, lesion <= fit.lesion_above
+        s_derm, s_lesion = scores["scene_dermoscopic_score"], scores["scene_lesion_score"]
+        tests = [
+            ("dermoscopic score", derm, fit.derm_above),
+            ("scene", s_derm, fit.scene_derm_above),
+        ]
+        tests += [
+            ("lesion score", lesion, fit.lesion_above),
+            ("scene", s_lesion, fit.scene_lesion_above),
+        ]
+        like = ", ".join(f"{n} {v:.2f} {'<=' if v <= a else '>'} {a:.2f}" for n, v, a in tests)
+        derm_ok = derm <= fit.derm_above and s_derm <= fit.scene_derm_above
+        lesion_ok = lesion <= fit.lesion_above and s_lesion <= fit.scene_lesion_above
         if derm_ok and lesion_ok:
             kind = "dermoscopic" if p >= fit.kind_at else "clinical"
             sign = ">=" if kind == "dermoscopic" else "<"
@@ -295,7 +335,7 @@ class Gate:
 
 def load_gate(folder: str | Path | None = None) -> Gate | None:
     """The gate in `folder` (default: bundled/gate), or None when it has no gate.json;
-    gate.npz must match the hash gate.json records."""
+    gate.npz and scene.onnx must match the hashes gate.json records."""
     folder = Path(folder) if folder is not None else GATE_DIR
     if not (folder / GATE_JSON).is_file():
         return None
@@ -307,6 +347,12 @@ def load_gate(folder: str | Path | None = None) -> Gate | None:
     if not npz.is_file() or sha256(npz) != info.get("gate_sha256"):
         raise BundleError(
             f"{npz}: missing, or its content hash does not match {GATE_JSON}; refit the "
+            f"gate (python -m dermalens.evaluation.scope_fit)"
+        )
+    scene = folder / SCENE_ONNX
+    if not scene.is_file() or sha256(scene) != info.get("scene_sha256"):
+        raise BundleError(
+            f"{scene}: missing, or its content hash does not match {GATE_JSON}; refit the "
             f"gate (python -m dermalens.evaluation.scope_fit)"
         )
     return Gate(GateFit.from_bytes(npz.read_bytes(), str(npz)), info, folder)

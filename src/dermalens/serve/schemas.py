@@ -119,8 +119,17 @@ class Scope(BaseModel):
                     "why": "This image seems to be a photo of skin that is not a close-up of a "
                     "single lesion (for example a rash, a wider body area, a nail or hair), "
                     "so no installed model answers it.",
-                    "rule": "other_skin: p_dermoscopic 0.012 < 0.500, lesion score 2.71 > 1.91",
-                    "scores": {"p_dermoscopic": 0.012, "lesion_score": 2.71, "colour_score": 1.3},
+                    "rule": "other_skin: dermoscopic score 5.12 > 4.42, scene 1.31 <= 1.62, "
+                    "lesion score 1.70 <= 1.90, scene 1.88 > 1.71 (unlike the lesion close-ups "
+                    "of both kinds in training)",
+                    "scores": {
+                        "p_dermoscopic": 0.012,
+                        "dermoscopic_score": 5.12,
+                        "lesion_score": 1.7,
+                        "scene_dermoscopic_score": 1.31,
+                        "scene_lesion_score": 1.88,
+                        "colour_score": 1.3,
+                    },
                     "covers": [
                         "dermoscopic close-ups of skin lesions",
                         "camera or phone close-ups of skin lesions",
