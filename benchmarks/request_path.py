@@ -3,8 +3,8 @@
     PYTHONPATH=$PWD/src python benchmarks/request_path.py --against main --images 40 --rounds 5
 
 Copies `src/dermalens` at `--against` into a temporary folder as the package
-`dermalens_before` (imports renamed, the bundled models shared), loads both versions in
-one process and, on the same decoded HAM10000 images:
+`dermalens_before` (imports renamed, the bundled models shared unless `--own-bundled`),
+loads both versions in one process and, on the same decoded HAM10000 images:
 
 1. checks that both give the same `Prediction` (JSON of `to_dict(heatmap=True)`, timings
    aside) for every image, with and without the heatmap;
@@ -43,7 +43,7 @@ BEFORE = "dermalens_before"
 PHASES = ("prepare", "forward", "decide", "predict_input")
 
 
-def copy_revision(revision: str, into: Path) -> None:
+def copy_revision(revision: str, into: Path, own_bundled: bool = False) -> None:
     """`src/dermalens` at `revision` as the package `dermalens_before` under `into`."""
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", revision, "src/dermalens"],
@@ -57,6 +57,8 @@ def copy_revision(revision: str, into: Path) -> None:
         text = path.read_text()
         path.write_text(re.sub(r"\bdermalens\b(?=\.|\s+import)", BEFORE, text))
     bundled = package / "bundled"
+    if own_bundled:  # the revision's own models (e.g. a gate file format it can read)
+        return
     if bundled.exists():  # the same models for both versions
         subprocess.run(["rm", "-rf", str(bundled)], check=True)
     bundled.symlink_to(ROOT / "src" / "dermalens" / "bundled")
@@ -185,6 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--spinning", choices=("true", "false"), default="true", help="routers' ORT threads"
     )
+    parser.add_argument(
+        "--own-bundled",
+        action="store_true",
+        help="the revision keeps its own bundled models (needed where their formats differ)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     ids = pd.read_csv(args.data / "metadata.csv")["image_id"].to_numpy()
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     paths = [args.data / "images" / f"{i}.jpg" for i in ids]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
-        copy_revision(args.against, Path(folder))
+        copy_revision(args.against, Path(folder), args.own_bundled)
         sys.path.insert(0, folder)
         modules = {"before": BEFORE, "after": "dermalens"}
         spinning = args.spinning == "true"
