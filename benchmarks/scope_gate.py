@@ -79,12 +79,14 @@ def answers(router: Router, sources, cache: Path, tag: str) -> list[Prediction]:
 
 def summary(results: list[Prediction]) -> dict:
     n = len(results)
-    kinds, statuses, models = {}, {}, {}
+    kinds, statuses, models, definite_by = {}, {}, {}, {}
     for r in results:
         kinds[r.scope.kind] = kinds.get(r.scope.kind, 0) + 1
         statuses[r.status] = statuses.get(r.status, 0) + 1
         key = r.scope.model or "none"
         models[key] = models.get(key, 0) + 1
+        if r.triage in DEFINITE:  # which model gave the definite triages
+            definite_by[key] = definite_by.get(key, 0) + 1
     definite = sum(r.triage in DEFINITE for r in results)
     away = sum(r.status in ("out_of_scope", "not_skin") for r in results)
     return {
@@ -94,6 +96,7 @@ def summary(results: list[Prediction]) -> dict:
         "kinds": kinds,
         "statuses": statuses,
         "answered_by": models,
+        "definite_triage_by": definite_by,
     }
 
 

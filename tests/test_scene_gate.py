@@ -63,6 +63,14 @@ def test_a_lesion_unlike_both_kinds_in_scene_features_is_other_skin(router):
     assert f"> {gate.fit.scene_derm_above:.2f}" in far.rule
 
 
+def test_the_scene_model_sleeps_between_calls_when_the_models_spin():
+    """One scene call a request: spinning threads after it only take the cores the feature
+    model's next call needs (request_path.py: Router.predict 23.2 ms spinning, 15.5 asleep)."""
+    spun = Router.installed(backend="onnx", threads=1, spinning=True)
+    assert spun.feature.engine.spinning is True
+    assert spun.gate.scene.spinning is False
+
+
 def test_a_gate_without_its_scene_model_does_not_load(tmp_path):
     gate = tmp_path / "gate"
     shutil.copytree(GATE_DIR, gate)

@@ -30,6 +30,7 @@ class SceneModel:
 
     def __init__(self, path: str | Path, threads: int = 0, spinning: bool = True):
         self.path = Path(path)
+        self.spinning = spinning
         options = session_options(threads, level="all", spinning=spinning)
         try:
             self.session = ort.InferenceSession(
