@@ -56,9 +56,9 @@ def copy_revision(revision: str, into: Path, own_bundled: bool = False) -> None:
     for path in package.rglob("*.py"):
         text = path.read_text()
         path.write_text(re.sub(r"\bdermalens\b(?=\.|\s+import)", BEFORE, text))
-    bundled = package / "bundled"
     if own_bundled:  # the revision's own models (e.g. a gate file format it can read)
         return
+    bundled = package / "bundled"
     if bundled.exists():  # the same models for both versions
         subprocess.run(["rm", "-rf", str(bundled)], check=True)
     bundled.symlink_to(ROOT / "src" / "dermalens" / "bundled")

@@ -87,7 +87,7 @@ def summary(results: list[Prediction]) -> dict:
         models[key] = models.get(key, 0) + 1
         if r.triage in DEFINITE:  # which model gave the definite triages
             definite_by[key] = definite_by.get(key, 0) + 1
-    definite = sum(r.triage in DEFINITE for r in results)
+    definite = sum(definite_by.values())
     away = sum(r.status in ("out_of_scope", "not_skin") for r in results)
     return {
         "images": n,

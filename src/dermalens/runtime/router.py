@@ -73,8 +73,8 @@ class Router:
     ) -> Router:
         """The gate and bundles under `root` (bundled/); `options` go to every `Predictor`."""
         gate = load_gate(root / "gate") if gate == "bundled" else gate
-        if gate is not None:  # the scene model: one call a request, so its threads never spin
-            gate.open_scene(options.get("threads", 0), spinning=False)
+        if gate is not None:  # the scene model runs beside the feature model, as it does
+            gate.open_scene(options.get("threads", 0))
         folders = installed_folders(gate, root)
         feature_name, *_ = folders
         feature = Predictor(folders[feature_name], **options)

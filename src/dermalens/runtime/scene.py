@@ -28,10 +28,13 @@ OUTPUT = "scene"
 class SceneModel:
     """ONNX Runtime over `scene.onnx`: image (N x 3 x H x W) -> scene (N x C)."""
 
-    def __init__(self, path: str | Path, threads: int = 0, spinning: bool = True):
+    # one call per request or batch, then other work: idle threads that busy-wait only take
+    # the cores the feature model's next call needs, so they always sleep
+    spinning = False
+
+    def __init__(self, path: str | Path, threads: int = 0):
         self.path = Path(path)
-        self.spinning = spinning
-        options = session_options(threads, level="all", spinning=spinning)
+        options = session_options(threads, level="all", spinning=self.spinning)
         try:
             self.session = ort.InferenceSession(
                 str(self.path), options, providers=["CPUExecutionProvider"]

@@ -229,12 +229,12 @@ class Gate:
         self._scene_lesion = np.asarray(self.fit.scene_lesion_bank, np.float32)
         self.scene: SceneModel | None = None
 
-    def open_scene(self, threads: int = 0, spinning: bool = True) -> SceneModel:
+    def open_scene(self, threads: int = 0) -> SceneModel:
         """The scene model beside gate.json, opened once (`threads` as the predictors')."""
         if self.scene is None:
             if self.path is None:
                 raise BundleError("this gate has no folder, so no scene model to open")
-            self.scene = SceneModel(self.path / SCENE_ONNX, threads, spinning)
+            self.scene = SceneModel(self.path / SCENE_ONNX, threads)
         return self.scene
 
     def scene_features(self, batch: np.ndarray) -> np.ndarray:
