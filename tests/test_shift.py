@@ -76,3 +76,15 @@ def test_fit_refuses_too_few_images_and_a_bad_target():
         fit_shift(few)
     with pytest.raises(ValueError, match="shift target must lie between 0 and 1"):
         fit_shift(few, target=1.5)
+
+
+def test_fine_detail_falls_when_a_smaller_source_is_enlarged_to_the_input():
+    from PIL import Image
+
+    col = STATS.index("fine_detail")
+    full = [skin_like(4000 + i) for i in range(10)]
+    small = [im.resize((51, 38), Image.BILINEAR) for im in full]  # prepare() enlarges it back
+    sharp, enlarged = stats_of(full)[:, col], stats_of(small)[:, col]
+    assert np.isfinite(sharp).all() and (enlarged < sharp - 0.5).all()
+    blurred = stats_of([apply(im, "gaussian_blur", 3) for im in full])[:, col]
+    assert (blurred < sharp).all()

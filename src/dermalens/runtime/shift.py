@@ -12,7 +12,9 @@ acquisition statistics computed on the model's input pixels: brightness, contras
 saturation, colour cast (mean r and g chromaticity), sharpness and fine-grain noise (from
 the Laplacian), the dark share of the frame's border (a dermatoscope's ring, a zoomed-out
 frame), the hue angle of the mean opponent colour (a tint), the corners' brightness
-against the centre's (vignetting) and, when the bundle has an OOD check, its feature and
+against the centre's (vignetting), the share of fine detail in the spectrum (low when the
+image was enlarged from a source smaller than the model's input, blurred or compressed)
+and, when the bundle has an OOD check, its feature and
 colour scores (distances to the nearest training images: feature density and colour
 distribution). The reference is the
 validation images' distribution of each statistic (`evaluation.shift_fit`): an image is
@@ -23,6 +25,7 @@ when clearly more of its images are flagged than that share (a one-sided binomia
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,12 +46,15 @@ STATS = (
     "dark_border",
     "hue",
     "corner_light",
+    "fine_detail",
     "ood_score",
     "colour_score",
 )
 BORDER = 0.1  # the outer tenth of each side is the "border"
 CORNER = 0.15  # corner squares of this share of the short side, for "corner_light"
 DARK = 30.0  # 0-255: darker than this in every channel counts as black
+FINE = (0.7, 1.0)  # "fine" spatial frequencies, as shares of the Nyquist frequency
+MIDDLE = (0.15, 0.4)  # the "middle" ones it is compared with
 WARNING = N_(
     "these images differ from the data this model was validated on; its operating point "
     "(triage threshold, abstention) may not hold"
@@ -75,6 +81,29 @@ def _median(values: np.ndarray) -> np.floating:
     if values.size % 2:
         return part[half]
     return np.mean(np.stack([part[:half].max(), part[half]]))
+
+
+@functools.cache
+def _frequency_masks(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Hann window, fine-band mask, middle-band mask) of `np.fft.rfft2` on an h x w image."""
+    radius = np.hypot(np.fft.fftfreq(h)[:, None] * 2, np.fft.rfftfreq(w)[None, :] * 2)
+    fine = (radius >= FINE[0]) & (radius <= FINE[1])
+    middle = (radius >= MIDDLE[0]) & (radius < MIDDLE[1])
+    return np.outer(np.hanning(h), np.hanning(w)), fine, middle
+
+
+def fine_detail(grey: np.ndarray) -> float:
+    """log(mean power at FINE frequencies / mean power at MIDDLE ones) of a grey image.
+
+    An image enlarged to the model's input (a source smaller than it) has nothing near the
+    Nyquist frequency, as a blurred or strongly compressed one; a sharp image downscaled
+    keeps some. On HAM10000 validation images enlarged from 0.9 of their size it falls
+    by about 1.4 (benchmarks/RESULTS.md, "Shift warning: a fine-detail statistic")."""
+    if min(grey.shape) < 8:
+        return float("nan")
+    window, fine, middle = _frequency_masks(*grey.shape)
+    power = np.abs(np.fft.rfft2((grey - grey.mean()) * window)) ** 2
+    return float(np.log((power[fine].mean() + 1e-12) / (power[middle].mean() + 1e-12)))
 
 
 def acquisition_stats(
@@ -104,7 +133,7 @@ def acquisition_stats(
         )
         centre = grey[h // 4 : h - h // 4, w // 4 : w - w // 4]
         red, green, blue = rgb.reshape(3, -1).mean(axis=1)
-        out[i, :10] = (
+        out[i, :11] = (
             grey.mean(),
             grey.std(),
             ((high - low) / (high + 1.0)).mean(),
@@ -115,6 +144,7 @@ def acquisition_stats(
             (high[border] < DARK).mean(),
             np.degrees(np.arctan2((red + green) / 2 - blue, red - green)),
             (corners.mean() + 1.0) / (centre.mean() + 1.0),
+            fine_detail(grey),
         )
     if feature_scores is not None:
         out[:, STATS.index("ood_score")] = feature_scores

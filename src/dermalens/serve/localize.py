@@ -100,6 +100,7 @@ MEASURES = {
     "dark_border": N_("dark border"),
     "hue": N_("hue"),
     "corner_light": N_("corner brightness"),
+    "fine_detail": N_("fine detail"),
     "ood_score": N_("unfamiliar image features"),
     "colour_score": N_("unfamiliar colours"),
 }
