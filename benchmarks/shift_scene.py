@@ -25,41 +25,14 @@ from dermalens.runtime.scope import load_gate
 sys.path.insert(0, str(Path(__file__).parent))
 from shift_warning import decode, measure  # noqa: E402  (benchmarks share helpers)
 
-pred = Predictor("src/dermalens/bundled/default", threads=1)
-gate = load_gate()
 
-
-def scene_score(images):
+def scene_score(pred: Predictor, gate, images) -> np.ndarray:
+    """The gate's dermoscopic k-NN score in the scene model's features."""
     out = []
     for s in range(0, len(images), 64):
         b = np.stack([pred.prepare(im) for im in images[s : s + 64]])
         out.append(gate._knn(gate.scene_features(b), gate._scene_derm, gate.fit.scene_derm_scale))
     return np.concatenate(out)
-
-
-def both(images):
-    return np.c_[measure(pred, images), scene_score(images)]
-
-
-table = drop_duplicate_extras(
-    load_split(
-        load_dataset("../shared/data/ham10000"), Path("benchmarks/splits/ham10000-seed0.csv")
-    )
-)
-val = table[table.split == "val"].sort_values(["label", "image_id"])
-les = val["lesion_id"].fillna(val["image_id"]).astype(str)
-half = les.map(lambda s: C.image_seed(s) % 2).to_numpy()
-fitp, held = val[half == 0], val[half == 1]
-F = both(decode(fitp.path))
-H = both(decode(held.path))
-chosen = held.iloc[:: max(1, len(held) // 40)][:40]
-clean = decode(chosen.path)
-seeds = [C.image_seed(i) for i in chosen.image_id]
-corr = {
-    f"{n} s{s}": both([C.apply(im, n, s, seed=q) for im, q in zip(clean, seeds)])
-    for n in C.CORRUPTIONS
-    for s in (3, 4, 5)
-}
 
 
 def share(monitor, x: np.ndarray) -> float:
@@ -69,12 +42,39 @@ def share(monitor, x: np.ndarray) -> float:
         return float(((x < monitor.low) | (x > monitor.high)).any(axis=1).mean())
 
 
-for label, cols in (("13 stats", slice(0, -1)), ("13 + scene", slice(None))):
-    m = fit_shift(F[:, cols], 0.03)
-    corrupted = np.mean([share(m, v[:, cols]) for v in corr.values()])
-    print(
-        f"{label}: fit half {m.expected:.3f}  held clean {share(m, H[:, cols]):.3f}  "
-        f"held corrupted {corrupted:.3f}"
-    )
-q50, q99 = np.quantile(F[:, -1], [0.5, 0.99])
-print(f"scene score on the fit half: median {q50:.3f}, 99th percentile {q99:.3f}")
+def main(argv=None) -> int:
+    pred = Predictor("src/dermalens/bundled/default", threads=1)
+    gate = load_gate()
+
+    def both(images):
+        return np.c_[measure(pred, images), scene_score(pred, gate, images)]
+
+    split = Path("benchmarks/splits/ham10000-seed0.csv")
+    table = drop_duplicate_extras(load_split(load_dataset("../shared/data/ham10000"), split))
+    val = table[table.split == "val"].sort_values(["label", "image_id"])
+    lesions = val["lesion_id"].fillna(val["image_id"]).astype(str)
+    half = lesions.map(lambda s: C.image_seed(s) % 2).to_numpy()
+    fit_part, held = val[half == 0], val[half == 1]
+    fit_stats, held_stats = both(decode(fit_part.path)), both(decode(held.path))
+    chosen = held.iloc[:: max(1, len(held) // 40)][:40]
+    clean = decode(chosen.path)
+    seeds = [C.image_seed(i) for i in chosen.image_id]
+    corrupted = [
+        both([C.apply(im, name, sev, seed=q) for im, q in zip(clean, seeds)])
+        for name in C.CORRUPTIONS
+        for sev in (3, 4, 5)
+    ]
+    for label, cols in (("13 stats", slice(0, -1)), ("13 + scene", slice(None))):
+        m = fit_shift(fit_stats[:, cols], 0.03)
+        mean_corrupted = np.mean([share(m, v[:, cols]) for v in corrupted])
+        print(
+            f"{label}: fit half {m.expected:.3f}  held clean {share(m, held_stats[:, cols]):.3f}  "
+            f"held corrupted {mean_corrupted:.3f}"
+        )
+    q50, q99 = np.quantile(fit_stats[:, -1], [0.5, 0.99])
+    print(f"scene score on the fit half: median {q50:.3f}, 99th percentile {q99:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
