@@ -11,29 +11,30 @@ at the bundle's own threshold.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from sklearn.metrics import balanced_accuracy_score
 
 from dermalens.data.dedupe import drop_duplicate_extras
 from dermalens.data.loaders import load_dataset
 from dermalens.data.splits import load_split
 from dermalens.runtime.predictor import Predictor
-from dermalens.taxonomy import is_malignant
+
+sys.path.insert(0, str(Path(__file__).parent))
+from shift_select import enlarged  # noqa: E402  (benchmarks share helpers)
+from shift_warning import decode  # noqa: E402
 
 
 def probabilities(predictor: Predictor, paths, share: float, size: int = 64) -> np.ndarray:
     out = []
     for start in range(0, len(paths), size):
-        batch = []
-        for path in paths[start : start + size]:
-            image = Image.open(path).convert("RGB")
-            if share != 1.0:
-                small = (round(image.width * share), round(image.height * share))
-                image = image.resize(small, Image.BILINEAR)
-            batch.append(predictor.prepare(image))
-        out.append(predictor.probabilities(np.stack(batch), tta=False))
+        images = decode(paths[start : start + size])
+        if share != 1.0:
+            images = [enlarged(image, share) for image in images]
+        batch = np.stack([predictor.prepare(image) for image in images])
+        out.append(predictor.probabilities(batch, tta=False))
     return np.concatenate(out)
 
 
@@ -48,13 +49,13 @@ def main(argv=None) -> int:
     table = drop_duplicate_extras(load_split(load_dataset(args.data), args.split_file))
     val = table[table["split"] == "val"].reset_index(drop=True)
     codes = list(predictor.bundle.classes)
-    malignant = np.array([bool(is_malignant(c)) for c in codes])
     y = val["label"].map({c: i for i, c in enumerate(codes)}).to_numpy()
     for share in args.shares:
         probs = probabilities(predictor, list(val["path"]), share)
         pred = probs.argmax(1)
-        bal = np.mean([np.mean(pred[y == k] == k) for k in np.unique(y)])
-        p_mal, is_mal = probs[:, malignant].sum(1), malignant[y]
+        bal = balanced_accuracy_score(y, pred)
+        p_mal = probs[:, predictor.malignant_mask].sum(1)
+        is_mal = predictor.malignant_mask[y]
         sens = np.mean(p_mal[is_mal] >= predictor.triage_at)
         spec = np.mean(p_mal[~is_mal] < predictor.triage_at)
         print(

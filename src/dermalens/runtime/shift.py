@@ -99,8 +99,6 @@ def fine_detail(grey: np.ndarray) -> float:
     Nyquist frequency, as a blurred or strongly compressed one; a sharp image downscaled
     keeps some. On HAM10000 validation images enlarged from 0.9 of their size it falls
     by about 1.4 (benchmarks/RESULTS.md, "Shift warning: a fine-detail statistic")."""
-    if min(grey.shape) < 8:
-        return float("nan")
     window, fine, middle = _frequency_masks(*grey.shape)
     power = np.abs(np.fft.rfft2((grey - grey.mean()) * window)) ** 2
     return float(np.log((power[fine].mean() + 1e-12) / (power[middle].mean() + 1e-12)))
